@@ -1,0 +1,120 @@
+/*
+ * pkeys.h - memory protection keys as a managed process resource (C ABI).
+ *
+ * A protection key tags pages; each thread holds rights on every key (deny
+ * access, deny write) and changes them without a system call on hardware
+ * with x86 PKU. pkeys manages keys like file descriptors: allocated,
+ * queried, and freed only when no mapped page still carries them. Where the
+ * hardware is missing, an emulation enforces the same rights with
+ * mprotect, process-wide instead of per thread (see pkeys_capabilities).
+ *
+ * The five pkey_* functions have glibc's names and prototypes (see
+ * <sys/mman.h>): linking with -lpkeys gives existing callers pkeys' checks
+ * and its emulation. The pkeys_* functions are this library's extensions.
+ *
+ * Example:
+ *
+ *   int key = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+ *   char *secret = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+ *                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+ *   pkey_mprotect(secret, 4096, PROT_READ | PROT_WRITE, key);
+ *   pkey_set(key, 0);                    // grant: this thread may use it
+ *   memcpy(secret, "hunter2", 8);
+ *   pkey_set(key, PKEY_DISABLE_ACCESS);  // any access now faults
+ *   munmap(secret, 4096);
+ *   pkey_free(key);                      // EBUSY while pages carry the key
+ *
+ * Every function returns -1 and sets errno on failure, and then has
+ * changed nothing.
+ */
+#ifndef PKEYS_PKEYS_H
+#define PKEYS_PKEYS_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/cdefs.h>
+#include <sys/mman.h>
+
+#ifndef __THROW
+#define __THROW
+#endif
+
+/* Symbols the library exports; everything else in it is hidden. */
+#define PKEYS_API __attribute__((visibility("default")))
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Access rights, as in <sys/mman.h>. */
+#ifndef PKEY_DISABLE_ACCESS
+#define PKEY_DISABLE_ACCESS 0x1
+#endif
+#ifndef PKEY_DISABLE_WRITE
+#define PKEY_DISABLE_WRITE 0x2
+#endif
+/* Every valid rights value is a combination of these bits. */
+#define PKEYS_RIGHTS_MASK (PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE)
+
+/* Capability bits, from pkeys_capabilities(). */
+#define PKEYS_CAP_HARDWARE 0x1u          /* keys enforced by the CPU (PKRU) */
+#define PKEYS_CAP_PER_THREAD_RIGHTS 0x2u /* rights differ between threads */
+#define PKEYS_CAP_EXECUTE_ONLY 0x4u      /* code can run from unreadable pages */
+#define PKEYS_CAP_FAULT_PKEY 0x8u        /* the kernel reports the key in si_pkey */
+
+/* --- glibc-compatible functions ------------------------------------------ */
+
+/* Allocates the lowest free key >= 1 and gives the calling thread
+ * `access_rights` on it; every other thread starts with access disabled.
+ * flags: 0. Errors: EINVAL (flags or rights), ENOSPC (no key free, or no
+ * usable backend). */
+PKEYS_API int pkey_alloc(unsigned int flags, unsigned int access_rights) __THROW;
+
+/* Frees an allocated key. Errors: EINVAL (not allocated), EBUSY (a mapped
+ * page still carries the key). Afterwards no thread keeps a right to it. */
+PKEYS_API int pkey_free(int pkey) __THROW;
+
+/* mprotect that also tags the range with `pkey`: -1 keeps each page's key
+ * (plain mprotect), 0 untags, others must be allocated (else EINVAL).
+ * Otherwise mprotect's errors. */
+PKEYS_API int pkey_mprotect(void *addr, size_t len, int prot, int pkey) __THROW;
+
+/* Sets the calling thread's rights on an allocated key (process-wide on the
+ * emulation). EINVAL: key not allocated, bad rights, or nonzero rights on
+ * key 0, which guards the stack. */
+PKEYS_API int pkey_set(int pkey, unsigned int access_rights) __THROW;
+
+/* The calling thread's rights on an allocated key, or key 0. EINVAL
+ * otherwise. */
+PKEYS_API int pkey_get(int pkey) __THROW;
+
+/* --- pkeys extensions ------------------------------------------------------ */
+
+/* Like pkey_get, but a key that is not allocated (any number) fails with
+ * EBADF, as a closed file descriptor does. Key 0 is always allocated. */
+PKEYS_API int pkey_query(int pkey) __THROW;
+
+/* "x86-pku" or "emulated": the backend chosen at first use (environment
+ * variable PKEYS_BACKEND = auto | x86-pku | emulated). "none" when
+ * PKEYS_BACKEND asked for a backend this machine lacks. */
+PKEYS_API const char *pkeys_backend(void) __THROW;
+
+/* Why that backend was chosen, in one human-readable sentence. */
+PKEYS_API const char *pkeys_backend_reason(void) __THROW;
+
+/* PKEYS_CAP_* bits of the chosen backend. */
+PKEYS_API unsigned int pkeys_capabilities(void) __THROW;
+
+/* Number of key numbers, key 0 included (16 on x86). 0 without a backend. */
+PKEYS_API int pkeys_max_keys(void) __THROW;
+
+/* For a SIGSEGV raised by a key's rights, the key guarding the faulting
+ * address (from si_pkey on the hardware, from pkeys' records on the
+ * emulation); -1 for any other signal. Async-signal-safe. */
+PKEYS_API int pkeys_fault_pkey(const siginfo_t *si) __THROW;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PKEYS_PKEYS_H */

@@ -1,0 +1,212 @@
+// pkeys.hpp - memory protection keys for C++: owning keys, checked rights,
+// scoped rights changes and tagged memory regions.
+//
+// A pkeys::key owns one protection key (freed by its destructor); a
+// pkeys::region is memory mapped and tagged with a key; a
+// pkeys::scoped_rights changes the calling thread's rights on a key for one
+// scope and restores the previous rights on exit. Errors are
+// std::error_code values carrying errno (compare with std::errc). On x86 PKU
+// hardware key::set is inline: one RDPKRU, and a WRPKRU only when the value
+// changes, with no system call, lock or atomic read-modify-write.
+//
+// Example:
+//
+//   auto key = pkeys::key::allocate(pkeys::rights::no_access());
+//   if (!key) return key.error();
+//   auto secret = pkeys::region::map(4096, PROT_READ | PROT_WRITE, *key);
+//   if (!secret) return secret.error();
+//   {
+//     pkeys::scoped_rights open(*key, pkeys::rights::read_write());
+//     std::memcpy(secret->data(), "hunter2", 8);
+//   }  // access disabled again: touching secret->data() faults
+//
+// Destroy regions before their key: a key is freed only once no page
+// carries it (the region's destructor unmaps its pages).
+#ifndef PKEYS_PKEYS_HPP
+#define PKEYS_PKEYS_HPP
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <span>
+#include <system_error>
+#include <utility>
+
+#include "pkeys/pkeys.h"
+#include "pkeys/pkru.h"
+
+namespace pkeys {
+
+// Rights of a thread on a key. Holds only valid combinations.
+class rights {
+ public:
+  // Read and write allowed.
+  constexpr rights() noexcept = default;
+  static constexpr rights read_write() noexcept { return rights(0); }
+  static constexpr rights read_only() noexcept { return rights(PKEY_DISABLE_WRITE); }
+  static constexpr rights no_access() noexcept { return rights(PKEY_DISABLE_ACCESS); }
+  // From PKEY_DISABLE_* bits; nullopt for any other bit.
+  static constexpr std::optional<rights> from_bits(unsigned bits) noexcept {
+    if (bits & ~static_cast<unsigned>(PKEYS_RIGHTS_MASK)) return std::nullopt;
+    return rights(bits);
+  }
+
+  constexpr unsigned bits() const noexcept { return bits_; }
+  constexpr bool can_read() const noexcept { return !(bits_ & PKEY_DISABLE_ACCESS); }
+  constexpr bool can_write() const noexcept { return bits_ == 0; }
+  friend constexpr bool operator==(rights, rights) noexcept = default;
+
+ private:
+  explicit constexpr rights(unsigned bits) noexcept : bits_(bits) {}
+  unsigned bits_ = 0;
+};
+
+namespace detail {
+inline std::error_code errno_code() noexcept { return {errno, std::generic_category()}; }
+}  // namespace detail
+
+// An allocated protection key, freed when destroyed. Movable, not copyable.
+class key {
+ public:
+  // Allocates a key; the calling thread gets `initial`, other threads none.
+  static std::expected<key, std::error_code> allocate(rights initial = rights()) noexcept {
+    const int id = pkey_alloc(0, initial.bits());
+    if (id < 0) return std::unexpected(detail::errno_code());
+    return key(id, (pkeys_capabilities() & PKEYS_CAP_HARDWARE) != 0);
+  }
+
+  key(key&& other) noexcept
+      : id_(std::exchange(other.id_, -1)), hardware_(other.hardware_) {}
+  key& operator=(key&& other) noexcept {
+    if (this != &other) {
+      (void)release();
+      id_ = std::exchange(other.id_, -1);
+      hardware_ = other.hardware_;
+    }
+    return *this;
+  }
+  key(const key&) = delete;
+  key& operator=(const key&) = delete;
+  // Frees the key. If pages still carry it, the key stays allocated (a
+  // freed number would be a use-after-free); call release() to see why.
+  ~key() { (void)release(); }
+
+  // The key number, or -1 once released or moved from.
+  int id() const noexcept { return id_; }
+  explicit operator bool() const noexcept { return id_ > 0; }
+
+  // Sets the calling thread's rights (process-wide on the emulation).
+  std::error_code set(rights r) const noexcept {
+    if (hardware_) {
+      const std::uint32_t old = pkeys_rdpkru();
+      const std::uint32_t now = pkeys_pkru_with(old, id_, r.bits());
+      if (now != old) pkeys_wrpkru(now);
+      return {};
+    }
+    if (pkey_set(id_, r.bits()) != 0) return detail::errno_code();
+    return {};
+  }
+
+  // The calling thread's rights.
+  rights get() const noexcept {
+    if (hardware_) return *rights::from_bits(pkeys_pkru_rights(pkeys_rdpkru(), id_));
+    const int bits = pkey_get(id_);
+    return bits < 0 ? rights::no_access() : *rights::from_bits(static_cast<unsigned>(bits));
+  }
+
+  // pkey_mprotect with this key.
+  std::error_code protect(void* addr, std::size_t len, int prot) const noexcept {
+    if (pkey_mprotect(addr, len, prot, id_) != 0) return detail::errno_code();
+    return {};
+  }
+
+  // Frees the key now. std::errc::device_or_resource_busy (EBUSY) while a
+  // mapped page carries it; the key then stays owned.
+  std::error_code release() noexcept {
+    if (id_ <= 0) return {};
+    if (pkey_free(id_) != 0) return detail::errno_code();
+    id_ = -1;
+    return {};
+  }
+
+ private:
+  key(int id, bool hardware) noexcept : id_(id), hardware_(hardware) {}
+  int id_ = -1;
+  bool hardware_ = false;
+};
+
+// Sets the calling thread's rights on a key for one scope and restores the
+// rights it had before on exit. Scopes nest.
+class scoped_rights {
+ public:
+  scoped_rights(const key& k, rights r) noexcept : key_(k), previous_(k.get()) {
+    error_ = k.set(r);
+  }
+  ~scoped_rights() {
+    if (!error_) (void)key_.set(previous_);
+  }
+  scoped_rights(const scoped_rights&) = delete;
+  scoped_rights& operator=(const scoped_rights&) = delete;
+
+  // Why the rights could not be set (then nothing is restored).
+  std::error_code error() const noexcept { return error_; }
+
+ private:
+  const key& key_;
+  rights previous_;
+  std::error_code error_;
+};
+
+// Anonymous memory mapped and tagged with a key, unmapped when destroyed.
+class region {
+ public:
+  // Maps `len` bytes (rounded up to pages) with `prot`, tagged with `k`.
+  static std::expected<region, std::error_code> map(std::size_t len, int prot,
+                                                    const key& k) noexcept {
+    void* p = ::mmap(nullptr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return std::unexpected(detail::errno_code());
+    if (std::error_code ec = k.protect(p, len, prot)) {
+      ::munmap(p, len);
+      return std::unexpected(ec);
+    }
+    return region(p, len);
+  }
+
+  region(region&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  region& operator=(region&& other) noexcept {
+    if (this != &other) {
+      reset();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  region(const region&) = delete;
+  region& operator=(const region&) = delete;
+  ~region() { reset(); }
+
+  void* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  std::span<std::byte> bytes() const noexcept {
+    return {static_cast<std::byte*>(data_), size_};
+  }
+
+ private:
+  region(void* data, std::size_t size) noexcept : data_(data), size_(size) {}
+  void reset() noexcept {
+    if (data_) ::munmap(data_, size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  void* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+}  // namespace pkeys
+
+#endif  // PKEYS_PKEYS_HPP

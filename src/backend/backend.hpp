@@ -1,0 +1,53 @@
+// Backend: how a platform enforces key rights. One self-contained unit per
+// platform behind this interface; the Runtime (core) decides what is
+// allowed, a backend only does it.
+//
+// Every method returns 0 (or a key number) on success and -errno on
+// failure, leaves the caller's errno alone, and changes nothing on failure.
+// The Runtime serialises all calls except set_rights/get_rights on a
+// backend with PKEYS_CAP_PER_THREAD_RIGHTS, which run without a lock.
+#pragma once
+
+#include <signal.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/range_registry.hpp"
+
+namespace pkeys::backend {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const char* name() const noexcept = 0;
+  virtual unsigned capabilities() const noexcept = 0;  // PKEYS_CAP_*
+  virtual int max_keys() const noexcept = 0;
+
+  // Takes the lowest free key number >= 1, giving the calling thread
+  // `rights`; every other thread has access disabled. -ENOSPC when none.
+  virtual int acquire_key(unsigned rights) noexcept = 0;
+  // Returns a key no page carries any more. No thread keeps a right to it.
+  virtual int release_key(int key) noexcept = 0;
+
+  // pkey_mprotect of [addr, addr+len) with key -1 (keep), 0 or an acquired
+  // key; `ranges` is the bookkeeping before the change.
+  virtual int protect(std::uintptr_t addr, std::size_t len, int prot, int key,
+                      const core::RangeRegistry& ranges) noexcept = 0;
+
+  virtual int set_rights(int key, unsigned rights,
+                         const core::RangeRegistry& ranges) noexcept = 0;
+  virtual unsigned get_rights(int key) const noexcept = 0;
+
+  // The key whose rights caused this SIGSEGV, or -1. Async-signal-safe but
+  // for `ranges`, which the caller has locked.
+  virtual int fault_key(const siginfo_t& si,
+                        const core::RangeRegistry& ranges) const noexcept = 0;
+
+  // Whether a mapped page carries `key`, as the kernel knows it: 1 or 0;
+  // -ENOSYS when the kernel cannot tell and the records must decide.
+  virtual int key_in_use(int key) const noexcept = 0;
+};
+
+}  // namespace pkeys::backend

@@ -1,0 +1,101 @@
+#include "backend/x86_pku.hpp"
+
+#include <sys/syscall.h>
+
+#include <cerrno>
+
+#include "arch/x86_64/syscall.hpp"
+#include "backend/x86_thread_rights.hpp"
+#include "core/proc_maps.hpp"
+#include "pkeys/pkeys.h"
+#include "pkeys/pkru.h"
+
+#ifndef SEGV_PKUERR
+#define SEGV_PKUERR 4
+#endif
+
+namespace pkeys::backend {
+namespace {
+
+long kernel_pkey_alloc(unsigned flags, unsigned rights) noexcept {
+  return sys::raw_syscall(SYS_pkey_alloc, flags, rights);
+}
+long kernel_pkey_free(int key) noexcept { return sys::raw_syscall(SYS_pkey_free, key); }
+
+}  // namespace
+
+bool X86PkuBackend::kernel_supports_pkeys() noexcept {
+  const long k = kernel_pkey_alloc(0, 0);
+  if (k < 0) return false;
+  kernel_pkey_free(static_cast<int>(k));
+  return true;
+}
+
+unsigned X86PkuBackend::capabilities() const noexcept {
+  return PKEYS_CAP_HARDWARE | PKEYS_CAP_PER_THREAD_RIGHTS | PKEYS_CAP_EXECUTE_ONLY |
+         PKEYS_CAP_FAULT_PKEY;
+}
+
+void X86PkuBackend::retry_quarantine() noexcept {
+  std::erase_if(quarantine_, [](int key) {
+    if (x86::apply_in_threads({key, PKEY_DISABLE_ACCESS}, 0, nullptr) != 0) return false;
+    kernel_pkey_free(key);
+    return true;
+  });
+}
+
+int X86PkuBackend::acquire_key(unsigned rights) noexcept {
+  if (!quarantine_.empty()) retry_quarantine();
+  // The kernel sets the calling thread's rights and hands out the lowest
+  // free number; other threads were reset when the number was last freed.
+  return static_cast<int>(kernel_pkey_alloc(0, rights));
+}
+
+int X86PkuBackend::release_key(int key) noexcept {
+  pkeys_wrpkru(pkeys_pkru_with(pkeys_rdpkru(), key, PKEY_DISABLE_ACCESS));
+  const int r = x86::apply_in_threads({key, PKEY_DISABLE_ACCESS}, 0, nullptr);
+  if (r != 0) {
+    quarantine_.push_back(key);  // the program's key is gone either way
+    return 0;
+  }
+  return static_cast<int>(kernel_pkey_free(key));
+}
+
+int X86PkuBackend::protect(std::uintptr_t addr, std::size_t len, int prot, int key,
+                           const core::RangeRegistry&) noexcept {
+  return static_cast<int>(sys::raw_syscall(SYS_pkey_mprotect, static_cast<long>(addr),
+                                           static_cast<long>(len), prot, key));
+}
+
+int X86PkuBackend::set_rights(int key, unsigned rights, const core::RangeRegistry&) noexcept {
+  const std::uint32_t old = pkeys_rdpkru();
+  const std::uint32_t now = pkeys_pkru_with(old, key, rights);
+  if (now != old) pkeys_wrpkru(now);
+  return 0;
+}
+
+unsigned X86PkuBackend::get_rights(int key) const noexcept {
+  return pkeys_pkru_rights(pkeys_rdpkru(), key);
+}
+
+int X86PkuBackend::fault_key(const siginfo_t& si, const core::RangeRegistry&) const noexcept {
+  if (si.si_signo != SIGSEGV || si.si_code != SEGV_PKUERR) return -1;
+  return static_cast<int>(si.si_pkey);
+}
+
+int X86PkuBackend::key_in_use(int key) const noexcept {
+  bool field_seen = false, in_use = false;
+  try {
+    const bool read = core::for_each_mapping(0, [&](const core::Mapping& m) {
+      if (m.protection_key < 0) return;
+      field_seen = true;
+      in_use |= m.protection_key == key;
+    });
+    if (!read || !field_seen) return -ENOSYS;
+  } catch (...) {
+    return -ENOSYS;
+  }
+  return in_use ? 1 : 0;
+}
+
+}  // namespace pkeys::backend

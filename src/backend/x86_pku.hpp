@@ -1,0 +1,45 @@
+// The x86 PKU backend: the kernel's protection keys, enforced by the CPU.
+//
+// Keys come from the kernel's pkey_alloc (by syscall number, so an old
+// glibc works); rights are the calling thread's PKRU, read and written with
+// RDPKRU/WRPKRU. Freeing resets the key in every thread (see
+// x86_thread_rights.hpp); a number that some thread could not be reached
+// to reset stays allocated in the kernel, quarantined, until a later
+// attempt reaches them all, so it is never handed out with stale rights.
+#pragma once
+
+#include <vector>
+
+#include "backend/backend.hpp"
+
+namespace pkeys::backend {
+
+class X86PkuBackend final : public Backend {
+ public:
+  explicit X86PkuBackend(int max_keys) : max_keys_(max_keys) {}
+
+  const char* name() const noexcept override { return "x86-pku"; }
+  unsigned capabilities() const noexcept override;
+  int max_keys() const noexcept override { return max_keys_; }
+  int acquire_key(unsigned rights) noexcept override;
+  int release_key(int key) noexcept override;
+  int protect(std::uintptr_t addr, std::size_t len, int prot, int key,
+              const core::RangeRegistry& ranges) noexcept override;
+  int set_rights(int key, unsigned rights,
+                 const core::RangeRegistry& ranges) noexcept override;
+  unsigned get_rights(int key) const noexcept override;
+  int fault_key(const siginfo_t& si,
+                const core::RangeRegistry& ranges) const noexcept override;
+  int key_in_use(int key) const noexcept override;
+
+  // Probes the kernel: true when pkey_alloc works here.
+  static bool kernel_supports_pkeys() noexcept;
+
+ private:
+  // Retries the reset of quarantined numbers; frees those now clean.
+  void retry_quarantine() noexcept;
+  int max_keys_;
+  std::vector<int> quarantine_;
+};
+
+}  // namespace pkeys::backend

@@ -1,0 +1,80 @@
+// mmap, munmap, mremap and mprotect, interposed so that pkeys' records
+// follow the program's mappings: a range that is unmapped or mapped anew no
+// longer carries its key (safe free depends on it), and on the emulation a
+// plain mprotect of a tagged range keeps the key's rights enforced, as the
+// hardware keeps a page's key. While no range is tagged each call is the
+// bare system call. glibc's internal calls (malloc's) bypass these; pkey_free
+// re-reads /proc/self/maps before it trusts a record.
+#include <stdarg.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "arch/x86_64/syscall.hpp"
+#include "capi/errno_result.hpp"
+#include "core/runtime.hpp"
+#include "pkeys/pkeys.h"
+
+using pkeys::capi::ErrnoResult;
+using pkeys::core::g_tagged_ranges;
+using pkeys::core::Runtime;
+namespace sys = pkeys::sys;
+
+namespace {
+
+bool tracking() noexcept { return g_tagged_ranges.load(std::memory_order_acquire) != 0; }
+
+void* as_pointer(long r) noexcept {
+  if (r < 0 && r >= -4095) {
+    errno = static_cast<int>(-r);
+    return MAP_FAILED;
+  }
+  return reinterpret_cast<void*>(r);
+}
+
+}  // namespace
+
+extern "C" {
+
+PKEYS_API void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t offset) __THROW {
+  if (!tracking())
+    return as_pointer(sys::raw_syscall(SYS_mmap, reinterpret_cast<long>(addr),
+                                       static_cast<long>(len), prot, flags, fd, offset));
+  return as_pointer(Runtime::instance().map(addr, len, prot, flags, fd, offset));
+}
+
+PKEYS_API void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off64_t offset) __THROW {
+  return mmap(addr, len, prot, flags, fd, offset);
+}
+
+PKEYS_API int munmap(void* addr, size_t len) __THROW {
+  ErrnoResult result;
+  if (!tracking())
+    return static_cast<int>(result(sys::raw_syscall(SYS_munmap, reinterpret_cast<long>(addr),
+                                                    static_cast<long>(len))));
+  return static_cast<int>(result(Runtime::instance().unmap(addr, len)));
+}
+
+PKEYS_API int mprotect(void* addr, size_t len, int prot) __THROW {
+  ErrnoResult result;
+  if (!tracking())
+    return static_cast<int>(result(sys::raw_syscall(SYS_mprotect, reinterpret_cast<long>(addr),
+                                                    static_cast<long>(len), prot)));
+  return static_cast<int>(result(Runtime::instance().protect(addr, len, prot, -1)));
+}
+
+PKEYS_API void* mremap(void* old_addr, size_t old_len, size_t new_len, int flags, ...) __THROW {
+  void* new_addr = nullptr;
+  if (flags & MREMAP_FIXED) {
+    va_list ap;
+    va_start(ap, flags);
+    new_addr = va_arg(ap, void*);
+    va_end(ap);
+  }
+  if (!tracking())
+    return as_pointer(sys::raw_syscall(SYS_mremap, reinterpret_cast<long>(old_addr),
+                                       static_cast<long>(old_len), static_cast<long>(new_len),
+                                       flags, reinterpret_cast<long>(new_addr)));
+  return as_pointer(Runtime::instance().remap(old_addr, old_len, new_len, flags, new_addr));
+}
+
+}  // extern "C"

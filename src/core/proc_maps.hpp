@@ -1,0 +1,29 @@
+// Readers for /proc/PID/maps and /proc/PID/smaps.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pkeys::core {
+
+// One mapping of /proc/PID/smaps with the fields pkeys cares about.
+struct Mapping {
+  std::uintptr_t start = 0;
+  std::uintptr_t end = 0;
+  std::string perms;     // "rw-p"
+  std::string name;      // path, [heap], ... or empty
+  int protection_key = -1;  // ProtectionKey field; -1 where the kernel has none
+};
+
+// The mapped address ranges of this process, sorted, adjacent ones merged.
+// Empty on error.
+std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_ranges_of_self();
+
+// Calls `f` for each mapping of process `pid` (0: this process), read from
+// smaps. Returns false when the file cannot be read.
+bool for_each_mapping(int pid, const std::function<void(const Mapping&)>& f);
+
+}  // namespace pkeys::core

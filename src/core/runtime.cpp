@@ -1,0 +1,191 @@
+#include "core/runtime.hpp"
+
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "arch/x86_64/syscall.hpp"
+#include "backend/select.hpp"
+#include "core/proc_maps.hpp"
+#include "pkeys/pkeys.h"
+
+namespace pkeys::core {
+
+constinit std::atomic<std::size_t> g_tagged_ranges{0};
+
+namespace {
+
+std::uintptr_t page_size() noexcept {
+  static const std::uintptr_t size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+std::uintptr_t page_end(std::uintptr_t addr, std::size_t len) noexcept {
+  const std::uintptr_t mask = page_size() - 1;
+  return addr + ((len + mask) & ~mask);
+}
+
+bool valid_rights(unsigned rights) noexcept { return (rights & ~PKEYS_RIGHTS_MASK) == 0u; }
+
+}  // namespace
+
+Runtime& Runtime::instance() {
+  static Runtime* runtime = [] {
+    auto* r = new Runtime();  // never destroyed: in use until the last exit handler
+    ::pthread_atfork([] { instance().mu_.lock(); }, [] { instance().mu_.unlock(); },
+                     [] { instance().mu_.unlock(); });
+    return r;
+  }();
+  return *runtime;
+}
+
+Runtime::Runtime() {
+  backend::Selection s = backend::select_backend();
+  backend_ = std::move(s.backend);
+  reason_ = std::move(s.reason);
+}
+
+int Runtime::alloc(unsigned flags, unsigned rights) {
+  if (flags != 0 || !valid_rights(rights)) return -EINVAL;
+  if (!backend_) return -ENOSPC;
+  std::lock_guard lock(mu_);
+  const int key = backend_->acquire_key(rights);
+  if (key < 0) return key;
+  if (key >= kKeyLimit) {  // cannot be tracked: refuse rather than lose it
+    backend_->release_key(key);
+    return -ENOSPC;
+  }
+  allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
+  return key;
+}
+
+bool Runtime::key_in_use(int key) {
+  const int kernel = backend_->key_in_use(key);
+  if (kernel >= 0) {
+    if (kernel == 0) ranges_.erase_key(key);  // records the kernel no longer has
+    update_tagged_count();
+    return kernel == 1;
+  }
+  if (!ranges_.has_key(key)) return false;
+  // Ranges unmapped by raw system calls, which pkeys did not see.
+  ranges_.keep_only(mapped_ranges_of_self());
+  update_tagged_count();
+  return ranges_.has_key(key);
+}
+
+int Runtime::free(int key) {
+  if (key <= 0 || !is_allocated(key)) return -EINVAL;
+  std::lock_guard lock(mu_);
+  if (!is_allocated(key)) return -EINVAL;  // lost a race with another free
+  if (key_in_use(key)) return -EBUSY;
+  if (int r = backend_->release_key(key); r < 0) return r;
+  allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
+  ranges_.erase_key(key);
+  update_tagged_count();
+  return 0;
+}
+
+int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
+  if (key < -1 || (key > 0 && !is_allocated(key))) return -EINVAL;
+  const auto start = reinterpret_cast<std::uintptr_t>(addr);
+  if (!backend_) {
+    if (key > 0) return -EINVAL;
+    return static_cast<int>(sys::raw_syscall(SYS_mprotect, static_cast<long>(start),
+                                             static_cast<long>(len), prot));
+  }
+  std::lock_guard lock(mu_);
+  if (key > 0 && !is_allocated(key)) return -EINVAL;
+  if (int r = backend_->protect(start, len, prot, key, ranges_); r < 0) return r;
+  const std::uintptr_t end = page_end(start, len);
+  if (key > 0)
+    ranges_.assign(start, end, key, prot);
+  else if (key == 0)
+    ranges_.erase(start, end);
+  else
+    ranges_.reprotect(start, end, prot);
+  update_tagged_count();
+  return 0;
+}
+
+int Runtime::set(int key, unsigned rights) {
+  if (!valid_rights(rights) || !is_allocated(key)) return -EINVAL;
+  if (key == 0 && rights != 0) return -EINVAL;  // would lock the thread out of its stack
+  // Per-thread rights touch only the caller's register: no lock.
+  if (backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS)
+    return backend_->set_rights(key, rights, ranges_);
+  std::lock_guard lock(mu_);
+  if (!is_allocated(key)) return -EINVAL;
+  return backend_->set_rights(key, rights, ranges_);
+}
+
+int Runtime::get(int key) const {
+  if (!is_allocated(key) || !backend_) return -EINVAL;
+  return static_cast<int>(backend_->get_rights(key));
+}
+
+int Runtime::query(int key) const {
+  if (!is_allocated(key) || !backend_) return -EBADF;
+  return static_cast<int>(backend_->get_rights(key));
+}
+
+int Runtime::fault_key(const siginfo_t* si) noexcept {
+  if (!si || !backend_) return -1;
+  if (backend_->capabilities() & PKEYS_CAP_FAULT_PKEY) return backend_->fault_key(*si, ranges_);
+  // The records are needed. The faulting thread cannot hold the lock (a
+  // key fault is never raised inside pkeys), so another thread does, briefly.
+  for (long spins = 0; !mu_.try_lock(); ++spins) {
+    if (spins > 10'000'000) return -1;
+    sys::raw_syscall(SYS_sched_yield);
+  }
+  const int key = backend_->fault_key(*si, ranges_);
+  mu_.unlock();
+  return key;
+}
+
+long Runtime::unmap(void* addr, std::size_t len) {
+  std::lock_guard lock(mu_);
+  const long r = sys::raw_syscall(SYS_munmap, reinterpret_cast<long>(addr), static_cast<long>(len));
+  if (r == 0) {
+    const auto start = reinterpret_cast<std::uintptr_t>(addr);
+    ranges_.erase(start, page_end(start, len));
+    update_tagged_count();
+  }
+  return r;
+}
+
+long Runtime::map(void* addr, std::size_t len, int prot, int flags, int fd, long offset) {
+  std::lock_guard lock(mu_);
+  const long r = sys::raw_syscall(SYS_mmap, reinterpret_cast<long>(addr), static_cast<long>(len),
+                                  prot, flags, fd, offset);
+  if (r >= 0 || r < -4095) {  // success: an address, which may look negative
+    const auto start = static_cast<std::uintptr_t>(r);
+    ranges_.erase(start, page_end(start, len));
+    update_tagged_count();
+  }
+  return r;
+}
+
+long Runtime::remap(void* old_addr, std::size_t old_len, std::size_t new_len, int flags,
+                    void* new_addr) {
+  std::lock_guard lock(mu_);
+  const long r = sys::raw_syscall(SYS_mremap, reinterpret_cast<long>(old_addr),
+                                  static_cast<long>(old_len), static_cast<long>(new_len), flags,
+                                  reinterpret_cast<long>(new_addr));
+  if (r >= 0 || r < -4095) {
+    const auto from = reinterpret_cast<std::uintptr_t>(old_addr);
+    const std::uintptr_t mask = page_size() - 1;
+    if (flags & MREMAP_FIXED) {
+      const auto to = reinterpret_cast<std::uintptr_t>(new_addr);
+      ranges_.erase(to, page_end(to, new_len));  // MREMAP_FIXED unmaps what was there
+    }
+    ranges_.move(from, (old_len + mask) & ~mask, static_cast<std::uintptr_t>(r),
+                 (new_len + mask) & ~mask);
+    update_tagged_count();
+  }
+  return r;
+}
+
+}  // namespace pkeys::core

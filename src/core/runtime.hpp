@@ -1,0 +1,68 @@
+// Runtime: the process-wide key manager behind both APIs.
+//
+// It owns the key table and the range registry and decides what is
+// allowed (which keys exist, when a free is safe); the backend, chosen at
+// first use, enforces rights. All operations return a value >= 0 or
+// -errno, and change nothing on failure.
+#pragma once
+
+#include <signal.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "backend/backend.hpp"
+#include "core/range_registry.hpp"
+
+namespace pkeys::core {
+
+// Number of tagged ranges recorded; lets the mmap family skip all
+// bookkeeping while no range is tagged.
+extern std::atomic<std::size_t> g_tagged_ranges;
+
+class Runtime {
+ public:
+  static constexpr int kKeyLimit = 64;  // key numbers the table can hold
+
+  static Runtime& instance();
+
+  const char* backend_name() const noexcept { return backend_ ? backend_->name() : "none"; }
+  const std::string& backend_reason() const noexcept { return reason_; }
+  unsigned capabilities() const noexcept { return backend_ ? backend_->capabilities() : 0; }
+  int max_keys() const noexcept { return backend_ ? backend_->max_keys() : 0; }
+
+  bool is_allocated(int key) const noexcept {
+    return key >= 0 && key < kKeyLimit && (allocated_.load(std::memory_order_acquire) >> key) & 1;
+  }
+
+  int alloc(unsigned flags, unsigned rights);
+  int free(int key);
+  int protect(void* addr, std::size_t len, int prot, int key);
+  int set(int key, unsigned rights);
+  int get(int key) const;    // -EINVAL for a key not allocated
+  int query(int key) const;  // -EBADF for a key not allocated
+  int fault_key(const siginfo_t* si) noexcept;
+
+  // The mmap family, keeping the registry in step (see capi/interpose.cpp).
+  long unmap(void* addr, std::size_t len);
+  long map(void* addr, std::size_t len, int prot, int flags, int fd, long offset);
+  long remap(void* old_addr, std::size_t old_len, std::size_t new_len, int flags, void* new_addr);
+
+ private:
+  Runtime();
+  // Whether a mapped page still carries `key` (locked).
+  bool key_in_use(int key);
+  void update_tagged_count() noexcept { g_tagged_ranges.store(ranges_.size(), std::memory_order_release); }
+
+  std::unique_ptr<backend::Backend> backend_;
+  std::string reason_;
+  mutable std::mutex mu_;  // guards ranges_, key allocation, emulated rights
+  RangeRegistry ranges_;
+  std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
+};
+
+}  // namespace pkeys::core

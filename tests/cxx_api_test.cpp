@@ -1,0 +1,103 @@
+// The C++ API: owning keys, checked rights, scoped rights, regions.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "pkeys/pkeys.hpp"
+#include "probe.hpp"
+
+using namespace pkeys_test;
+
+static_assert(!std::is_copy_constructible_v<pkeys::key>);
+static_assert(std::is_nothrow_move_constructible_v<pkeys::key>);
+static_assert(!std::is_copy_constructible_v<pkeys::region>);
+
+TEST(CxxRights, HoldOnlyValidBits) {
+  EXPECT_EQ(pkeys::rights::from_bits(0), pkeys::rights::read_write());
+  EXPECT_EQ(pkeys::rights::from_bits(PKEY_DISABLE_WRITE), pkeys::rights::read_only());
+  EXPECT_EQ(pkeys::rights::from_bits(PKEY_DISABLE_ACCESS), pkeys::rights::no_access());
+  EXPECT_FALSE(pkeys::rights::from_bits(4).has_value());
+  EXPECT_TRUE(pkeys::rights::read_only().can_read());
+  EXPECT_FALSE(pkeys::rights::read_only().can_write());
+  EXPECT_FALSE(pkeys::rights::no_access().can_read());
+}
+
+TEST(CxxKey, AllocatesMovesAndFreesInDestructor) {
+  int id = -1;
+  {
+    auto k = pkeys::key::allocate(pkeys::rights::read_only());
+    ASSERT_TRUE(k.has_value()) << k.error().message();
+    id = k->id();
+    EXPECT_GT(id, 0);
+    EXPECT_EQ(k->get(), pkeys::rights::read_only());
+    pkeys::key moved = std::move(*k);
+    EXPECT_EQ(k->id(), -1);
+    EXPECT_EQ(moved.id(), id);
+    EXPECT_EQ(pkey_query(id), PKEY_DISABLE_WRITE);
+  }
+  EXPECT_EQ(pkey_query(id), -1) << "destructor freed the key";
+}
+
+TEST(CxxKey, ExhaustionIsAnErrorCode) {
+  std::vector<pkeys::key> keys;
+  for (;;) {
+    auto k = pkeys::key::allocate();
+    if (!k) {
+      EXPECT_EQ(k.error(), std::errc::no_space_on_device);
+      break;
+    }
+    keys.push_back(std::move(*k));
+    ASSERT_LT(keys.size(), 64u);
+  }
+  EXPECT_FALSE(keys.empty());
+}
+
+TEST(CxxScopedRights, RestoreOnExitAndNest) {
+  auto k = pkeys::key::allocate(pkeys::rights::no_access());
+  ASSERT_TRUE(k);
+  auto r = pkeys::region::map(page_size(), PROT_READ | PROT_WRITE, *k);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_FALSE(can_read(r->data()));
+  {
+    pkeys::scoped_rights open(*k, pkeys::rights::read_write());
+    ASSERT_FALSE(open.error());
+    std::memcpy(r->data(), "secret", 7);
+    EXPECT_TRUE(can_write(r->data()));
+    {
+      pkeys::scoped_rights look(*k, pkeys::rights::read_only());
+      EXPECT_TRUE(can_read(r->data()));
+      EXPECT_FALSE(can_write(r->data()));
+    }
+    EXPECT_EQ(k->get(), pkeys::rights::read_write()) << "inner scope restored";
+    EXPECT_TRUE(can_write(r->data()));
+  }
+  EXPECT_EQ(k->get(), pkeys::rights::no_access());
+  const Outcome o = probe(r->data(), Access::read);
+  EXPECT_TRUE(o.faulted);
+  EXPECT_EQ(o.fault_key, k->id());
+}
+
+TEST(CxxRegion, KeyIsBusyWhileARegionLives) {
+  auto k = pkeys::key::allocate();
+  ASSERT_TRUE(k);
+  const int id = k->id();
+  {
+    auto r = pkeys::region::map(3 * page_size(), PROT_READ | PROT_WRITE, *k);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->size(), 3 * page_size());
+    EXPECT_EQ(k->release(), std::errc::device_or_resource_busy);
+    EXPECT_EQ(k->id(), id) << "a busy key stays owned";
+  }
+  EXPECT_FALSE(k->release());
+  EXPECT_EQ(k->id(), -1);
+  EXPECT_EQ(pkey_query(id), -1);
+}
+
+TEST(CxxRegion, MapFailureIsReported) {
+  auto k = pkeys::key::allocate();
+  ASSERT_TRUE(k);
+  auto r = pkeys::region::map(page_size(), 0x40000000, *k);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), std::errc::invalid_argument);
+}

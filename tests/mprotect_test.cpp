@@ -1,0 +1,97 @@
+// pkey_mprotect: argument checks and nothing changed on failure.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+#include "pkeys/pkeys.h"
+#include "probe.hpp"
+
+using namespace pkeys_test;
+
+TEST(Mprotect, RejectsKeysNotAllocated) {
+  void* p = map_pages(1);
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  ASSERT_EQ(pkey_free(k), 0);
+  for (int bad : {k, -2, pkeys_max_keys(), 4096}) {
+    errno = 0;
+    EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ, bad), -1) << bad;
+    EXPECT_EQ(errno, EINVAL) << bad;
+  }
+  EXPECT_TRUE(can_write(p)) << "a refused call changes nothing";
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+}
+
+TEST(Mprotect, PassesOnMprotectErrors) {
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  ASSERT_GT(k, 0);
+  auto* p = static_cast<char*>(map_pages(2));
+  errno = 0;
+  EXPECT_EQ(pkey_mprotect(p + 1, page_size(), PROT_READ, k), -1);
+  EXPECT_EQ(errno, EINVAL) << "unaligned address";
+  ASSERT_EQ(::munmap(p + page_size(), page_size()), 0);
+  errno = 0;
+  EXPECT_EQ(pkey_mprotect(p + page_size(), page_size(), PROT_READ, k), -1);
+  EXPECT_EQ(errno, ENOMEM) << "unmapped range";
+  errno = 0;
+  EXPECT_EQ(pkey_mprotect(p, page_size(), 0x40000000, k), -1);
+  EXPECT_EQ(errno, EINVAL) << "bad protection bits";
+  // Nothing was tagged: the page is still writable and the key frees.
+  EXPECT_TRUE(can_write(p));
+  EXPECT_EQ(pkey_free(k), 0) << "no page carries the key";
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+}
+
+TEST(Mprotect, MinusOneIsPlainMprotectAndZeroUntags) {
+  void* p = map_pages(1);
+  ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ, -1), 0);
+  EXPECT_TRUE(can_read(p));
+  EXPECT_FALSE(can_write(p));
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  ASSERT_GT(k, 0);
+  ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, k), 0);
+  EXPECT_FALSE(can_read(p));
+  ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, 0), 0);
+  EXPECT_TRUE(can_write(p)) << "untagged pages ignore the key's rights";
+  EXPECT_EQ(pkey_free(k), 0);
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+}
+
+TEST(Mprotect, PartOfARangeCanBeRetagged) {
+  const int a = pkey_alloc(0, 0);
+  const int b = pkey_alloc(0, 0);
+  ASSERT_GT(a, 0);
+  ASSERT_GT(b, 0);
+  auto* p = static_cast<char*>(map_pages(3));
+  ASSERT_EQ(pkey_mprotect(p, 3 * page_size(), PROT_READ | PROT_WRITE, a), 0);
+  ASSERT_EQ(pkey_mprotect(p + page_size(), page_size(), PROT_READ | PROT_WRITE, b), 0);
+  ASSERT_EQ(pkey_set(a, PKEY_DISABLE_ACCESS), 0);
+  EXPECT_EQ(probe(p, Access::read).fault_key, a);
+  EXPECT_TRUE(can_write(p + page_size())) << "the middle page now carries b";
+  EXPECT_EQ(probe(p + 2 * page_size(), Access::read).fault_key, a);
+  ASSERT_EQ(pkey_set(a, 0), 0);
+  ASSERT_EQ(pkey_set(b, PKEY_DISABLE_WRITE), 0);
+  EXPECT_EQ(probe(p + page_size(), Access::write).fault_key, b);
+  EXPECT_TRUE(can_write(p + 2 * page_size()));
+  ASSERT_EQ(pkey_set(b, 0), 0);
+  ASSERT_EQ(::munmap(p, 3 * page_size()), 0);
+  EXPECT_EQ(pkey_free(a), 0);
+  EXPECT_EQ(pkey_free(b), 0);
+}
+
+TEST(Mprotect, MremapCarriesTheKeyAlong) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  void* p = map_pages(2);
+  ASSERT_EQ(pkey_mprotect(p, 2 * page_size(), PROT_READ | PROT_WRITE, k), 0);
+  void* q = ::mremap(p, 2 * page_size(), 4 * page_size(), MREMAP_MAYMOVE);
+  ASSERT_NE(q, MAP_FAILED);
+  ASSERT_EQ(pkey_set(k, PKEY_DISABLE_ACCESS), 0);
+  EXPECT_EQ(probe(q, Access::read).fault_key, k);
+  ASSERT_EQ(pkey_set(k, 0), 0);
+  errno = 0;
+  EXPECT_EQ(pkey_free(k), -1) << "the moved pages still carry the key";
+  EXPECT_EQ(errno, EBUSY);
+  ASSERT_EQ(::munmap(q, 4 * page_size()), 0);
+  EXPECT_EQ(pkey_free(k), 0);
+}

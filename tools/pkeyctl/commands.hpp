@@ -1,0 +1,9 @@
+// pkeyctl's subcommands. Each returns the process exit status.
+#pragma once
+
+namespace pkeyctl {
+
+int info(int argc, char** argv);
+int demo(int argc, char** argv);
+
+}  // namespace pkeyctl

@@ -1,0 +1,94 @@
+// pkeyctl info: what this machine offers and what pkeys chose.
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "pkeys/pkeys.h"
+#include "pkeys/pkru.h"
+
+namespace pkeyctl {
+namespace {
+
+const char* yes_no(bool b) { return b ? "yes" : "no"; }
+
+// Whether /proc/self/smaps reports each mapping's ProtectionKey.
+bool smaps_has_protection_key() {
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("ProtectionKey:", 0) == 0) return true;
+  return false;
+}
+
+const char* rights_name(unsigned r) {
+  switch (r) {
+    case 0: return "read-write";
+    case PKEY_DISABLE_WRITE: return "read-only";
+    case PKEY_DISABLE_ACCESS: return "no-access";
+    default: return "no-access";  // both bits
+  }
+}
+
+}  // namespace
+
+int info(int argc, char** argv) {
+  if (argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::printf(
+        "usage: pkeyctl info\n\n"
+        "Shows the CPU's protection-key flags (PKU, OSPKE), the kernel's support,\n"
+        "the backend pkeys chose and why, its capabilities, the free keys and,\n"
+        "on the hardware, this thread's PKRU register.\n");
+    return 0;
+  }
+  if (argc > 1) {
+    std::fprintf(stderr, "pkeyctl info: unexpected argument '%s'\n", argv[1]);
+    return 2;
+  }
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  bool pku = false, ospke = false;
+  if (__get_cpuid_max(0, nullptr) >= 7) {
+    __cpuid_count(7, 0, a, b, c, d);
+    pku = (c >> 3) & 1u;
+    ospke = (c >> 4) & 1u;
+  }
+  std::printf("cpu:\n  PKU    %s (CPUID.7.0:ECX bit 3)\n  OSPKE  %s (enabled by the OS)\n",
+              yes_no(pku), yes_no(ospke));
+  const long k = ::syscall(SYS_pkey_alloc, 0, 0);
+  const int alloc_errno = errno;
+  if (k >= 0) ::syscall(SYS_pkey_free, k);
+  std::printf("kernel:\n  pkey_alloc        %s\n  smaps ProtectionKey %s\n",
+              k >= 0 ? "works" : std::strerror(alloc_errno), yes_no(smaps_has_protection_key()));
+
+  const unsigned caps = pkeys_capabilities();
+  std::printf("backend:\n  name     %s\n  why      %s\n", pkeys_backend(), pkeys_backend_reason());
+  std::printf("  capabilities:\n");
+  std::printf("    hardware           %s\n", yes_no(caps & PKEYS_CAP_HARDWARE));
+  std::printf("    per-thread rights  %s%s\n", yes_no(caps & PKEYS_CAP_PER_THREAD_RIGHTS),
+              caps & PKEYS_CAP_PER_THREAD_RIGHTS ? "" : " (rights are process-wide)");
+  std::printf("    execute-only       %s\n", yes_no(caps & PKEYS_CAP_EXECUTE_ONLY));
+  std::printf("    fault key in si_pkey %s\n", yes_no(caps & PKEYS_CAP_FAULT_PKEY));
+
+  // Free keys: what this process can still allocate.
+  std::vector<int> taken;
+  for (int key; (key = pkey_alloc(0, 0)) > 0;) taken.push_back(key);
+  std::printf("keys:\n  numbers  %d (key 0 is the default key)\n  free     %zu\n",
+              pkeys_max_keys(), taken.size());
+  for (int key : taken) pkey_free(key);
+
+  if (caps & PKEYS_CAP_HARDWARE) {
+    const std::uint32_t pkru = pkeys_rdpkru();
+    std::printf("this thread's PKRU: 0x%08x\n", pkru);
+    for (int key = 0; key < pkeys_max_keys(); ++key)
+      std::printf("  key %2d  %s\n", key, rights_name(pkeys_pkru_rights(pkru, key)));
+  }
+  return 0;
+}
+
+}  // namespace pkeyctl
