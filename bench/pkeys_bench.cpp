@@ -12,8 +12,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -157,6 +161,88 @@ void BM_PkuGlibcPkeySet(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_PkuGlibcPkeySet);
+
+// Threads parked in a condition variable wait, for the cross-thread cases.
+class ParkedThreads {
+ public:
+  explicit ParkedThreads(int n) {
+    for (int i = 0; i < n; ++i)
+      threads_.emplace_back([this] {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return stop_; });
+      });
+  }
+  ~ParkedThreads() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// The signal handshake alone (what pkey_set_all waits for on the hardware):
+// every other thread runs pkeys' handler and acknowledges. Works without PKU.
+void BM_SyncThreadsRoundTrip(benchmark::State& state) {
+  ParkedThreads parked(static_cast<int>(state.range(0)));
+  run(state, [&] {
+    if (pkeys_sync_threads() != 0) state.SkipWithError("a thread did not answer");
+  });
+  state.SetLabel(std::to_string(state.range(0)) + " other thread(s)");
+}
+BENCHMARK(BM_SyncThreadsRoundTrip)->ArgName("threads")->Arg(1)->Arg(2)->Arg(8)->Arg(32)->Arg(128)->UseRealTime();
+
+// pkey_set_all on one key, tagged on one page (process-wide mprotect on the
+// emulation, the handshake on the hardware).
+void BM_SetAll(benchmark::State& state) {
+  ParkedThreads parked(static_cast<int>(state.range(0)) - 1);
+  auto key = pkeys::key::allocate();
+  void* page = map(kPage);
+  key->protect(page, kPage, PROT_READ | PROT_WRITE);
+  unsigned rights = 0;
+  run(state, [&] {
+    rights ^= PKEY_DISABLE_WRITE;
+    if (pkey_set_all(key->id(), rights) != 0) state.SkipWithError("pkey_set_all failed");
+  });
+  ::munmap(page, kPage);
+  state.SetLabel(std::to_string(state.range(0)) + " thread(s) in all, " + pkeys_backend());
+}
+BENCHMARK(BM_SetAll)->ArgName("threads")->Arg(1)->Arg(2)->Arg(8)->Arg(32)->Arg(128)->UseRealTime();
+
+// pkey_set_thread to one other thread.
+void BM_SetThread(benchmark::State& state) {
+  std::atomic<pid_t> tid{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  std::thread target([&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return stop; });
+  });
+  while (tid == 0) std::this_thread::yield();
+  auto key = pkeys::key::allocate();
+  unsigned rights = 0;
+  run(state, [&] {
+    rights ^= PKEY_DISABLE_WRITE;
+    if (pkey_set_thread(tid, key->id(), rights) != 0) state.SkipWithError("pkey_set_thread failed");
+  });
+  {
+    std::lock_guard lock(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  target.join();
+  state.SetLabel(pkeys_backend());
+}
+BENCHMARK(BM_SetThread)->UseRealTime();
 
 }  // namespace
 

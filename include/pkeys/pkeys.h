@@ -30,8 +30,10 @@
 #ifndef PKEYS_PKEYS_H
 #define PKEYS_PKEYS_H
 
+#include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <sys/cdefs.h>
 #include <sys/mman.h>
 
@@ -56,6 +58,10 @@ extern "C" {
 /* Every valid rights value is a combination of these bits. */
 #define PKEYS_RIGHTS_MASK (PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE)
 
+/* pkey_alloc flag: give the initial rights to every thread, not only the
+ * caller. */
+#define PKEY_ALLOC_ALL_THREADS 0x40000000u
+
 /* Capability bits, from pkeys_capabilities(). */
 #define PKEYS_CAP_HARDWARE 0x1u          /* keys enforced by the CPU (PKRU) */
 #define PKEYS_CAP_PER_THREAD_RIGHTS 0x2u /* rights differ between threads */
@@ -66,8 +72,9 @@ extern "C" {
 
 /* Allocates the lowest free key >= 1 and gives the calling thread
  * `access_rights` on it; every other thread starts with access disabled.
- * flags: 0. Errors: EINVAL (flags or rights), ENOSPC (no key free, or no
- * usable backend). */
+ * flags: 0, or PKEY_ALLOC_ALL_THREADS to give every thread the rights (as
+ * pkey_set_all; on ETIMEDOUT no key is allocated). Errors: EINVAL (flags
+ * or rights), ENOSPC (no key free, or no usable backend). */
 PKEYS_API int pkey_alloc(unsigned int flags, unsigned int access_rights) __THROW;
 
 /* Frees an allocated key. Errors: EINVAL (not allocated), EBUSY (a mapped
@@ -89,6 +96,93 @@ PKEYS_API int pkey_set(int pkey, unsigned int access_rights) __THROW;
 PKEYS_API int pkey_get(int pkey) __THROW;
 
 /* --- pkeys extensions ------------------------------------------------------ */
+
+/* --- rights of other threads ---------------------------------------------
+ *
+ * PKRU is per-thread state only its own thread can write. pkeys reaches
+ * another thread with a real-time signal (PKEYS_SIGNAL, default
+ * SIGRTMAX-1, which the program must leave to pkeys): the handler edits
+ * the PKRU saved in the signal frame, only the target key's two bits, and
+ * sigreturn loads it, so the thread resumes with the new rights. A thread
+ * blocked in a system call runs the handler and resumes the call
+ * (SA_RESTART semantics). A thread that blocks the signal cannot be
+ * reached: the caller waits at most PKEYS_SYNC_TIMEOUT_MS (default 200)
+ * and gets ETIMEDOUT; pkeys_sync_missed then lists the threads that did
+ * not apply the change (they may still apply it when they unblock the
+ * signal, unless a later change superseded it). Threads created while a
+ * change runs are reached too. On the emulation rights are process-wide:
+ * these become pkey_set. */
+
+/* Sets thread `tid`'s rights on an allocated key and returns once it has
+ * applied them. Errors: ESRCH (not a thread of this process), EINVAL (key
+ * or rights), ETIMEDOUT, EBUSY (PKEYS_SIGNAL has another handler). */
+PKEYS_API int pkey_set_thread(pid_t tid, int pkey, unsigned int access_rights) __THROW;
+
+/* Sets every thread's rights on an allocated key, the caller's included,
+ * and returns once all have applied them. Errors as pkey_set_thread. */
+PKEYS_API int pkey_set_all(int pkey, unsigned int access_rights) __THROW;
+
+/* The threads that did not apply the calling thread's last pkey_set_thread,
+ * pkey_set_all or PKEY_ALLOC_ALL_THREADS: returns how many, and copies up
+ * to `max` of their ids to `tids`. */
+PKEYS_API int pkeys_sync_missed(pid_t *tids, int max) __THROW;
+
+/* Runs the cross-thread handshake alone, changing nothing: returns once
+ * every other thread has run pkeys' handler. ETIMEDOUT as above. */
+PKEYS_API int pkeys_sync_threads(void) __THROW;
+
+/* --- signals --------------------------------------------------------------
+ *
+ * A signal handler starts with the default rights (on x86: every key but 0
+ * access-disabled), and siglongjmp out of a handler keeps the handler's
+ * rights (glibc bug 22396). */
+
+/* Call first in a SA_SIGINFO handler, with its third argument: gives the
+ * handler the rights of the code the signal interrupted.
+ * Async-signal-safe. No-op on the emulation (rights are process-wide). */
+PKEYS_API int pkeys_signal_enter(const void *ucontext) __THROW;
+
+/* A recovery point that also restores the thread's rights:
+ *
+ *   static pkeys_sigjmp_buf env;
+ *   if (pkeys_sigsetjmp(env, 1) == 0) { ... code that may fault ... }
+ *   else { ... back here with the rights of the pkeys_sigsetjmp call ... }
+ *   // in the handler: pkeys_siglongjmp(env, 1);
+ *
+ * Keys freed in between stay access-disabled. */
+typedef struct {
+  sigjmp_buf jmp;
+  unsigned long long rights;
+} pkeys_sigjmp_buf[1];
+
+#define pkeys_sigsetjmp(env, savemask) \
+  ((env)[0].rights = pkeys_rights_save(), sigsetjmp((env)[0].jmp, (savemask)))
+
+PKEYS_API void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW __attribute__((noreturn));
+
+/* The calling thread's rights on every key, and their restoration (keys
+ * allocated now only). Async-signal-safe. */
+PKEYS_API unsigned long long pkeys_rights_save(void) __THROW;
+PKEYS_API void pkeys_rights_restore(unsigned long long saved) __THROW;
+
+/* --- diagnostics ------------------------------------------------------- */
+
+/* Names an allocated key for fault reports and pkeyctl (at most 63 bytes
+ * are kept; NULL clears). EINVAL: key not allocated. */
+PKEYS_API int pkey_label(int pkey, const char *label) __THROW;
+
+/* Copies a key's label into buf (always terminated); returns its length.
+ * EINVAL: key not allocated. */
+PKEYS_API int pkeys_get_label(int pkey, char *buf, size_t len) __THROW;
+
+/* enable != 0 installs a SIGSEGV handler that, for a fault caused by a
+ * key, writes one report to stderr (address, access, key and label, the
+ * denying rights, the tagged range, the backend), then hands the signal to
+ * the handler installed before it, or to the default action. enable == 0
+ * puts that handler back. Async-signal-safe inside: no malloc, no stdio. */
+PKEYS_API int pkeys_diagnose_faults(int enable) __THROW;
+
+/* --- queries ----------------------------------------------------------- */
 
 /* Like pkey_get, but a key that is not allocated (any number) fails with
  * EBADF, as a closed file descriptor does. Key 0 is always allocated. */

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "core/range_registry.hpp"
 
@@ -39,6 +41,23 @@ class Backend {
   virtual int set_rights(int key, unsigned rights,
                          const core::RangeRegistry& ranges) noexcept = 0;
   virtual unsigned get_rights(int key) const noexcept = 0;
+
+  // Sets `key`'s rights in thread `tid` of this process, or with tid 0 in
+  // every thread, the caller included; returns once they applied it.
+  // -ESRCH: no such thread. -ETIMEDOUT: `missed` lists who did not.
+  virtual int set_rights_in(pid_t tid, int key, unsigned rights,
+                            const core::RangeRegistry& ranges,
+                            std::vector<pid_t>* missed) noexcept = 0;
+
+  // The calling thread's rights on every key, packed (2 bits a key), and
+  // their restoration for the keys in `keys` (bit k: key k). Signal-safe.
+  virtual std::uint64_t save_thread_rights() const noexcept = 0;
+  virtual void restore_thread_rights(std::uint64_t saved, std::uint64_t keys) noexcept = 0;
+
+  // In a signal handler: the rights of the code the signal interrupted on
+  // `key`, and giving the handler all of them. Signal-safe.
+  virtual unsigned interrupted_rights(const void* ucontext, int key) const noexcept = 0;
+  virtual int adopt_interrupted_rights(const void* ucontext) noexcept = 0;
 
   // The key whose rights caused this SIGSEGV, or -1. Async-signal-safe but
   // for `ranges`, which the caller has locked.

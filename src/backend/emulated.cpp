@@ -112,6 +112,14 @@ int EmulatedBackend::set_rights(int key, unsigned rights,
   return 0;
 }
 
+int EmulatedBackend::set_rights_in(pid_t tid, int key, unsigned rights,
+                                   const core::RangeRegistry& ranges,
+                                   std::vector<pid_t>* missed) noexcept {
+  if (missed) missed->clear();
+  if (tid != 0 && (tid < 0 || sys::raw_syscall(SYS_tgkill, ::getpid(), tid, 0) != 0)) return -ESRCH;
+  return set_rights(key, rights, ranges);
+}
+
 unsigned EmulatedBackend::get_rights(int key) const noexcept {
   return key == 0 ? 0 : rights_[key].load(std::memory_order_relaxed);
 }

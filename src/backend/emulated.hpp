@@ -35,6 +35,14 @@ class EmulatedBackend final : public Backend {
   int set_rights(int key, unsigned rights,
                  const core::RangeRegistry& ranges) noexcept override;
   unsigned get_rights(int key) const noexcept override;
+  // Rights are process-wide: one set serves every thread.
+  int set_rights_in(pid_t tid, int key, unsigned rights, const core::RangeRegistry& ranges,
+                    std::vector<pid_t>* missed) noexcept override;
+  // Signals and jumps do not touch process-wide rights: nothing to save.
+  std::uint64_t save_thread_rights() const noexcept override { return 0; }
+  void restore_thread_rights(std::uint64_t, std::uint64_t) noexcept override {}
+  unsigned interrupted_rights(const void*, int key) const noexcept override { return get_rights(key); }
+  int adopt_interrupted_rights(const void*) noexcept override { return 0; }
   int fault_key(const siginfo_t& si,
                 const core::RangeRegistry& ranges) const noexcept override;
   int key_in_use(int) const noexcept override { return -ENOSYS; }

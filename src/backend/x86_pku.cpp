@@ -3,9 +3,11 @@
 #include <sys/syscall.h>
 
 #include <cerrno>
+#include <new>
 
+#include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
-#include "backend/x86_thread_rights.hpp"
+#include "backend/thread_signal.hpp"
 #include "core/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 #include "pkeys/pkru.h"
@@ -24,6 +26,10 @@ long kernel_pkey_free(int key) noexcept { return sys::raw_syscall(SYS_pkey_free,
 
 }  // namespace
 
+X86PkuBackend::X86PkuBackend(int max_keys) : max_keys_(max_keys) {
+  arch::init_signal_frame_layout();
+}
+
 bool X86PkuBackend::kernel_supports_pkeys() noexcept {
   const long k = kernel_pkey_alloc(0, 0);
   if (k < 0) return false;
@@ -38,7 +44,7 @@ unsigned X86PkuBackend::capabilities() const noexcept {
 
 void X86PkuBackend::retry_quarantine() noexcept {
   std::erase_if(quarantine_, [](int key) {
-    if (x86::apply_in_threads({key, PKEY_DISABLE_ACCESS}, 0, nullptr) != 0) return false;
+    if (apply_in_threads({key, PKEY_DISABLE_ACCESS}, 0, nullptr) != 0) return false;
     kernel_pkey_free(key);
     return true;
   });
@@ -53,7 +59,7 @@ int X86PkuBackend::acquire_key(unsigned rights) noexcept {
 
 int X86PkuBackend::release_key(int key) noexcept {
   pkeys_wrpkru(pkeys_pkru_with(pkeys_rdpkru(), key, PKEY_DISABLE_ACCESS));
-  const int r = x86::apply_in_threads({key, PKEY_DISABLE_ACCESS}, 0, nullptr);
+  const int r = apply_in_threads({key, PKEY_DISABLE_ACCESS}, 0, nullptr);
   if (r != 0) {
     quarantine_.push_back(key);  // the program's key is gone either way
     return 0;
@@ -76,6 +82,45 @@ int X86PkuBackend::set_rights(int key, unsigned rights, const core::RangeRegistr
 
 unsigned X86PkuBackend::get_rights(int key) const noexcept {
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
+}
+
+int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights,
+                                 const core::RangeRegistry& ranges,
+                                 std::vector<pid_t>* missed) noexcept {
+  if (missed) missed->clear();
+  if (tid == static_cast<pid_t>(sys::raw_syscall(SYS_gettid))) return set_rights(key, rights, ranges);
+  try {
+    const int r = apply_in_threads({key, rights}, tid, missed);
+    if (tid == 0 && r != -ESRCH && r != -EBUSY) set_rights(key, rights, ranges);  // the caller too
+    return r;
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  }
+}
+
+std::uint64_t X86PkuBackend::save_thread_rights() const noexcept { return pkeys_rdpkru(); }
+
+void X86PkuBackend::restore_thread_rights(std::uint64_t saved, std::uint64_t keys) noexcept {
+  std::uint32_t mask = 0;
+  for (int k = 0; k < max_keys_; ++k)
+    if ((keys >> k) & 1) mask |= 3u << PKEYS_PKRU_SHIFT(k);
+  const std::uint32_t old = pkeys_rdpkru();
+  const std::uint32_t now = (old & ~mask) | (static_cast<std::uint32_t>(saved) & mask);
+  if (now != old) pkeys_wrpkru(now);
+}
+
+unsigned X86PkuBackend::interrupted_rights(const void* ucontext, int key) const noexcept {
+  std::uint32_t pkru;
+  if (!ucontext || !arch::frame_pkru(ucontext, &pkru)) return get_rights(key);
+  return pkeys_pkru_rights(pkru, key);
+}
+
+int X86PkuBackend::adopt_interrupted_rights(const void* ucontext) noexcept {
+  std::uint32_t pkru;
+  if (!ucontext) return -EINVAL;
+  if (!arch::frame_pkru(ucontext, &pkru)) return -ENOTSUP;
+  if (pkru != pkeys_rdpkru()) pkeys_wrpkru(pkru);
+  return 0;
 }
 
 int X86PkuBackend::fault_key(const siginfo_t& si, const core::RangeRegistry&) const noexcept {

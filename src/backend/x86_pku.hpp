@@ -3,7 +3,7 @@
 // Keys come from the kernel's pkey_alloc (by syscall number, so an old
 // glibc works); rights are the calling thread's PKRU, read and written with
 // RDPKRU/WRPKRU. Freeing resets the key in every thread (see
-// x86_thread_rights.hpp); a number that some thread could not be reached
+// thread_signal.hpp); a number that some thread could not be reached
 // to reset stays allocated in the kernel, quarantined, until a later
 // attempt reaches them all, so it is never handed out with stale rights.
 #pragma once
@@ -16,7 +16,7 @@ namespace pkeys::backend {
 
 class X86PkuBackend final : public Backend {
  public:
-  explicit X86PkuBackend(int max_keys) : max_keys_(max_keys) {}
+  explicit X86PkuBackend(int max_keys);
 
   const char* name() const noexcept override { return "x86-pku"; }
   unsigned capabilities() const noexcept override;
@@ -28,6 +28,12 @@ class X86PkuBackend final : public Backend {
   int set_rights(int key, unsigned rights,
                  const core::RangeRegistry& ranges) noexcept override;
   unsigned get_rights(int key) const noexcept override;
+  int set_rights_in(pid_t tid, int key, unsigned rights, const core::RangeRegistry& ranges,
+                    std::vector<pid_t>* missed) noexcept override;
+  std::uint64_t save_thread_rights() const noexcept override;
+  void restore_thread_rights(std::uint64_t saved, std::uint64_t keys) noexcept override;
+  unsigned interrupted_rights(const void* ucontext, int key) const noexcept override;
+  int adopt_interrupted_rights(const void* ucontext) noexcept override;
   int fault_key(const siginfo_t& si,
                 const core::RangeRegistry& ranges) const noexcept override;
   int key_in_use(int key) const noexcept override;

@@ -3,7 +3,10 @@
 
 #include <new>
 
+#include <algorithm>
+
 #include "capi/errno_result.hpp"
+#include "core/diagnostics.hpp"
 #include "core/runtime.hpp"
 
 using pkeys::capi::ErrnoResult;
@@ -51,6 +54,55 @@ int pkey_get(int pkey) __THROW {
 
 int pkey_query(int pkey) __THROW {
   return call([&](Runtime& rt) { return rt.query(pkey); });
+}
+
+int pkey_set_thread(pid_t tid, int pkey, unsigned int access_rights) __THROW {
+  return call([&](Runtime& rt) { return rt.set_thread(tid, pkey, access_rights); });
+}
+
+int pkey_set_all(int pkey, unsigned int access_rights) __THROW {
+  return call([&](Runtime& rt) { return rt.set_all(pkey, access_rights); });
+}
+
+int pkeys_sync_threads(void) __THROW {
+  return call([&](Runtime& rt) { return rt.sync_threads(); });
+}
+
+int pkeys_sync_missed(pid_t* tids, int max) __THROW {
+  const auto& missed = Runtime::last_missed();
+  const int n = static_cast<int>(missed.size());
+  if (tids && max > 0) std::copy_n(missed.begin(), std::min(n, max), tids);
+  return n;
+}
+
+int pkeys_signal_enter(const void* ucontext) __THROW {
+  const int saved_errno = errno;  // a signal handler's first call
+  const int r = Runtime::instance().signal_enter(ucontext);
+  errno = r < 0 ? -r : saved_errno;
+  return r < 0 ? -1 : 0;
+}
+
+unsigned long long pkeys_rights_save(void) __THROW { return Runtime::instance().save_rights(); }
+
+void pkeys_rights_restore(unsigned long long saved) __THROW {
+  Runtime::instance().restore_rights(saved);
+}
+
+void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW {
+  Runtime::instance().restore_rights(env[0].rights);
+  siglongjmp(env[0].jmp, val);
+}
+
+int pkey_label(int pkey, const char* label) __THROW {
+  return call([&](Runtime& rt) { return rt.set_label(pkey, label); });
+}
+
+int pkeys_get_label(int pkey, char* buf, size_t len) __THROW {
+  return call([&](Runtime& rt) { return rt.get_label(pkey, buf, len); });
+}
+
+int pkeys_diagnose_faults(int enable) __THROW {
+  return call([&](Runtime&) { return pkeys::core::enable_fault_diagnostics(enable != 0); });
 }
 
 const char* pkeys_backend(void) __THROW { return Runtime::instance().backend_name(); }

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
+#include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
 #include "backend/select.hpp"
+#include "backend/thread_signal.hpp"
 #include "core/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 
@@ -49,7 +52,7 @@ Runtime::Runtime() {
 }
 
 int Runtime::alloc(unsigned flags, unsigned rights) {
-  if (flags != 0 || !valid_rights(rights)) return -EINVAL;
+  if ((flags & ~kAllocAllThreads) != 0 || !valid_rights(rights)) return -EINVAL;
   if (!backend_) return -ENOSPC;
   std::lock_guard lock(mu_);
   const int key = backend_->acquire_key(rights);
@@ -58,6 +61,14 @@ int Runtime::alloc(unsigned flags, unsigned rights) {
     backend_->release_key(key);
     return -ENOSPC;
   }
+  if (flags & kAllocAllThreads) {
+    const int r = backend_->set_rights_in(0, key, rights, ranges_, &last_missed());
+    if (r < 0) {  // all threads or none: undo
+      backend_->release_key(key);
+      return r;
+    }
+  }
+  labels_[key][0] = 0;
   allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
   return key;
 }
@@ -83,6 +94,7 @@ int Runtime::free(int key) {
   if (key_in_use(key)) return -EBUSY;
   if (int r = backend_->release_key(key); r < 0) return r;
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
+  labels_[key][0] = 0;
   ranges_.erase_key(key);
   update_tagged_count();
   return 0;
@@ -136,13 +148,99 @@ int Runtime::fault_key(const siginfo_t* si) noexcept {
   if (backend_->capabilities() & PKEYS_CAP_FAULT_PKEY) return backend_->fault_key(*si, ranges_);
   // The records are needed. The faulting thread cannot hold the lock (a
   // key fault is never raised inside pkeys), so another thread does, briefly.
-  for (long spins = 0; !mu_.try_lock(); ++spins) {
-    if (spins > 10'000'000) return -1;
-    sys::raw_syscall(SYS_sched_yield);
-  }
+  if (!lock_from_signal_handler()) return -1;
   const int key = backend_->fault_key(*si, ranges_);
   mu_.unlock();
   return key;
+}
+
+std::vector<pid_t>& Runtime::last_missed() {
+  static thread_local std::vector<pid_t> missed;
+  return missed;
+}
+
+int Runtime::set_thread(pid_t tid, int key, unsigned rights) {
+  if (!valid_rights(rights) || !is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
+  if (tid <= 0) return -ESRCH;
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (!(backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS)) lock.lock();
+  return backend_->set_rights_in(tid, key, rights, ranges_, &last_missed());
+}
+
+int Runtime::set_all(int key, unsigned rights) {
+  if (!valid_rights(rights) || !is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
+  std::unique_lock lock(mu_, std::defer_lock);
+  if (!(backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS)) lock.lock();
+  return backend_->set_rights_in(0, key, rights, ranges_, &last_missed());
+}
+
+int Runtime::sync_threads() {
+  return backend::apply_in_threads({-1, 0}, 0, &last_missed());
+}
+
+std::uint64_t Runtime::save_rights() const noexcept {
+  return backend_ ? backend_->save_thread_rights() : 0;
+}
+
+void Runtime::restore_rights(std::uint64_t saved) noexcept {
+  // Only keys still allocated: a key freed since the save stays disabled.
+  if (backend_) backend_->restore_thread_rights(saved, allocated_.load(std::memory_order_acquire));
+}
+
+int Runtime::signal_enter(const void* ucontext) noexcept {
+  if (!backend_) return 0;
+  return backend_->adopt_interrupted_rights(ucontext);
+}
+
+int Runtime::set_label(int key, const char* label) {
+  if (key <= 0 || !is_allocated(key)) return -EINVAL;
+  std::lock_guard lock(mu_);
+  if (!is_allocated(key)) return -EINVAL;
+  std::size_t n = 0;
+  for (; label && label[n] && n + 1 < sizeof labels_[key]; ++n) labels_[key][n] = label[n];
+  labels_[key][n] = 0;
+  return 0;
+}
+
+int Runtime::get_label(int key, char* buf, std::size_t len) const {
+  if (key <= 0 || !is_allocated(key)) return -EINVAL;
+  std::lock_guard lock(mu_);
+  const std::size_t n = std::strlen(labels_[key]);
+  if (buf && len > 0) {
+    const std::size_t copy = n < len ? n : len - 1;
+    std::memcpy(buf, labels_[key], copy);
+    buf[copy] = 0;
+  }
+  return static_cast<int>(n);
+}
+
+bool Runtime::lock_from_signal_handler() noexcept {
+  for (long spins = 0; !mu_.try_lock(); ++spins) {
+    if (spins > 10'000'000) return false;
+    sys::raw_syscall(SYS_sched_yield);
+  }
+  return true;
+}
+
+bool Runtime::describe_fault(const siginfo_t* si, const void* ucontext, FaultReport* report) noexcept {
+  const int key = fault_key(si);
+  if (key < 0) return false;
+  report->address = reinterpret_cast<std::uintptr_t>(si->si_addr);
+  report->access = arch::frame_access_kind(ucontext);
+  report->key = key;
+  report->rights = backend_->interrupted_rights(ucontext, key);
+  report->backend = backend_->name();
+  if (lock_from_signal_handler()) {
+    if (const auto r = ranges_.find(report->address)) {
+      report->have_range = true;
+      report->range_start = r->start;
+      report->range_end = r->end;
+      report->range_prot = r->prot;
+    }
+    std::memcpy(report->label, labels_[key], sizeof report->label);
+    mu_.unlock();
+  }
+  return true;
 }
 
 long Runtime::unmap(void* addr, std::size_t len) {

@@ -14,8 +14,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "backend/backend.hpp"
+#include "core/fault_report.hpp"
 #include "core/range_registry.hpp"
 
 namespace pkeys::core {
@@ -39,6 +41,7 @@ class Runtime {
     return key >= 0 && key < kKeyLimit && (allocated_.load(std::memory_order_acquire) >> key) & 1;
   }
 
+  static constexpr unsigned kAllocAllThreads = 0x40000000u;  // PKEY_ALLOC_ALL_THREADS
   int alloc(unsigned flags, unsigned rights);
   int free(int key);
   int protect(void* addr, std::size_t len, int prot, int key);
@@ -46,6 +49,23 @@ class Runtime {
   int get(int key) const;    // -EINVAL for a key not allocated
   int query(int key) const;  // -EBADF for a key not allocated
   int fault_key(const siginfo_t* si) noexcept;
+
+  // Rights in other threads.
+  int set_thread(pid_t tid, int key, unsigned rights);
+  int set_all(int key, unsigned rights);
+  int sync_threads();  // the handshake alone
+  // Threads that did not apply the calling thread's last cross-thread change.
+  static std::vector<pid_t>& last_missed();
+
+  // Signals: recovery points and handlers.
+  std::uint64_t save_rights() const noexcept;
+  void restore_rights(std::uint64_t saved) noexcept;
+  int signal_enter(const void* ucontext) noexcept;
+
+  int set_label(int key, const char* label);
+  int get_label(int key, char* buf, std::size_t len) const;
+  // Fills `report` for a SIGSEGV caused by a key; false for other faults.
+  bool describe_fault(const siginfo_t* si, const void* ucontext, FaultReport* report) noexcept;
 
   // The mmap family, keeping the registry in step (see capi/interpose.cpp).
   long unmap(void* addr, std::size_t len);
@@ -56,6 +76,8 @@ class Runtime {
   Runtime();
   // Whether a mapped page still carries `key` (locked).
   bool key_in_use(int key);
+  // Bounded spin for the lock from a signal handler; false if not taken.
+  bool lock_from_signal_handler() noexcept;
   void update_tagged_count() noexcept { g_tagged_ranges.store(ranges_.size(), std::memory_order_release); }
 
   std::unique_ptr<backend::Backend> backend_;
@@ -63,6 +85,7 @@ class Runtime {
   mutable std::mutex mu_;  // guards ranges_, key allocation, emulated rights
   RangeRegistry ranges_;
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
+  char labels_[kKeyLimit][64] = {};          // guarded by mu_
 };
 
 }  // namespace pkeys::core

@@ -1,4 +1,4 @@
-// Changing the PKRU of other threads of this process.
+// Changing the PKRU of other threads of this process: a signal handshake.
 //
 // PKRU is per-thread CPU state that only its own thread can write. To change
 // another thread's rights, pkeys sends it a real-time signal (PKEYS_SIGNAL,
@@ -20,10 +20,10 @@
 
 #include <vector>
 
-namespace pkeys::backend::x86 {
+namespace pkeys::backend {
 
 struct RightsChange {
-  int key;
+  int key;          // -1: change nothing, only wait for each thread's handler
   unsigned rights;  // PKEY_DISABLE_* bits
 };
 
@@ -36,4 +36,4 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
 // The signal number used, after the first call; 0 before.
 int thread_rights_signal() noexcept;
 
-}  // namespace pkeys::backend::x86
+}  // namespace pkeys::backend

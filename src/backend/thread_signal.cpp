@@ -1,4 +1,4 @@
-#include "backend/x86_thread_rights.hpp"
+#include "backend/thread_signal.hpp"
 
 #include <dirent.h>
 #include <linux/futex.h>
@@ -15,11 +15,11 @@
 #include <cstring>
 #include <mutex>
 
-#include "arch/x86_64/cpu_features.hpp"
+#include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
 #include "pkeys/pkru.h"
 
-namespace pkeys::backend::x86 {
+namespace pkeys::backend {
 namespace {
 
 // One target thread of the current request. state: generation << 1 while
@@ -38,7 +38,11 @@ std::atomic<std::uint64_t> g_request{0};
 std::atomic<int> g_acks{0};  // futex word: bumped by every acknowledgement
 std::mutex g_mutex;          // one request at a time
 int g_signal = 0;
-unsigned g_pkru_offset = 0;
+constexpr int kNoKey = 0xffff;
+// How long the requester polls before it sleeps on the futex: a woken
+// target answers in microseconds, while a futex wake-up costs a second
+// scheduling round trip (about 100 us on a VM).
+constexpr std::chrono::microseconds kSpin{100};
 
 constexpr std::uint64_t pending_state(std::uint32_t gen) { return std::uint64_t{gen} << 1; }
 constexpr std::uint64_t done_state(std::uint32_t gen) { return (std::uint64_t{gen} << 1) | 1; }
@@ -48,39 +52,13 @@ long raw_tgkill(pid_t tid, int sig) noexcept {
   return sys::raw_syscall(SYS_tgkill, ::getpid(), tid, sig);
 }
 
-// The x86-64 signal frame's FP area: 512 legacy bytes whose software
-// reserved part (at 464) announces an XSAVE area; the XSAVE header follows.
-constexpr std::size_t kSwReservedOffset = 464;
-constexpr std::size_t kXstateHeaderOffset = 512;
-constexpr std::uint32_t kFpXstateMagic1 = 0x46505853;
-constexpr std::uint64_t kPkruFeature = 1ull << 9;
-
-struct FpxSwBytes {
-  std::uint32_t magic1;
-  std::uint32_t extended_size;
-  std::uint64_t xfeatures;
-  std::uint32_t xstate_size;
-  std::uint32_t padding[7];
-};
-
-bool edit_frame_pkru(void* ucontext, int key, unsigned rights) noexcept {
-  auto* uc = static_cast<ucontext_t*>(ucontext);
-  auto* fp = reinterpret_cast<unsigned char*>(uc->uc_mcontext.fpregs);
-  if (!fp) return false;
-  FpxSwBytes sw;
-  std::memcpy(&sw, fp + kSwReservedOffset, sizeof sw);
-  if (sw.magic1 != kFpXstateMagic1 || !(sw.xfeatures & kPkruFeature)) return false;
-  if (g_pkru_offset == 0 || g_pkru_offset + 4 > sw.xstate_size) return false;
-  std::uint64_t xstate_bv;
-  std::memcpy(&xstate_bv, fp + kXstateHeaderOffset, sizeof xstate_bv);
-  // A clear XSTATE_BV bit means PKRU was in its init state, 0.
-  std::uint32_t pkru = 0;
-  if (xstate_bv & kPkruFeature) std::memcpy(&pkru, fp + g_pkru_offset, sizeof pkru);
-  pkru = pkeys_pkru_with(pkru, key, rights);
-  std::memcpy(fp + g_pkru_offset, &pkru, sizeof pkru);
-  xstate_bv |= kPkruFeature;  // else sigreturn would load the init value
-  std::memcpy(fp + kXstateHeaderOffset, &xstate_bv, sizeof xstate_bv);
-  return true;
+// Applies the request to the interrupted code's PKRU; a request without a
+// key (a bare handshake) changes nothing.
+bool apply_to_frame(void* ucontext, int key, unsigned rights) noexcept {
+  if (key == kNoKey) return true;
+  std::uint32_t pkru;
+  return arch::frame_pkru(ucontext, &pkru) &&
+         arch::set_frame_pkru(ucontext, pkeys_pkru_with(pkru, key, rights));
 }
 
 void on_rights_signal(int, siginfo_t*, void* ucontext) {
@@ -95,7 +73,7 @@ void on_rights_signal(int, siginfo_t*, void* ucontext) {
     if (g_slots[i].tid.load(std::memory_order_acquire) != me) continue;
     std::uint64_t expected = pending_state(gen);
     if (g_slots[i].state.load(std::memory_order_acquire) == expected &&
-        edit_frame_pkru(ucontext, key, rights) &&
+        apply_to_frame(ucontext, key, rights) &&
         g_slots[i].state.compare_exchange_strong(expected, done_state(gen),
                                                  std::memory_order_acq_rel)) {
       g_acks.fetch_add(1, std::memory_order_release);
@@ -135,20 +113,32 @@ int install_handler() {
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
   sigfillset(&sa.sa_mask);
   if (::sigaction(sig, &sa, nullptr) != 0) return -errno;
-  g_pkru_offset = arch::read_cpu_features().pkru_xsave_offset;
+  arch::init_signal_frame_layout();
   g_signal = sig;
   return 0;
 }
 
-// Appends the thread ids of this process to `out`.
-void list_threads(std::vector<pid_t>& out) {
-  out.clear();
-  DIR* d = ::opendir("/proc/self/task");
-  if (!d) return;
-  while (dirent* e = ::readdir(d))
-    if (e->d_name[0] >= '0' && e->d_name[0] <= '9') out.push_back(std::atoi(e->d_name));
-  ::closedir(d);
-}
+// The thread ids of this process, from /proc/self/task, kept open so that
+// rescans during one request cost a seek and a read.
+class TaskDir {
+ public:
+  TaskDir() : dir_(::opendir("/proc/self/task")) {}
+  ~TaskDir() {
+    if (dir_) ::closedir(dir_);
+  }
+  TaskDir(const TaskDir&) = delete;
+  TaskDir& operator=(const TaskDir&) = delete;
+  void list(std::vector<pid_t>& out) {
+    out.clear();
+    if (!dir_) return;
+    ::rewinddir(dir_);
+    while (dirent* e = ::readdir(dir_))
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') out.push_back(std::atoi(e->d_name));
+  }
+
+ private:
+  DIR* dir_;
+};
 
 bool is_thread_of_self(pid_t tid) noexcept { return raw_tgkill(tid, 0) == 0; }
 
@@ -166,12 +156,14 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
   static std::uint32_t generation = 0;
   const std::uint32_t gen = ++generation;
   g_slot_count.store(0, std::memory_order_release);
-  g_request.store((std::uint64_t{gen} << 32) | (std::uint64_t(change.key & 0xffff) << 16) |
+  const int key = change.key < 0 ? kNoKey : change.key;
+  g_request.store((std::uint64_t{gen} << 32) | (std::uint64_t(key & 0xffff) << 16) |
                       (change.rights & 0xffff),
                   std::memory_order_release);
 
   const pid_t self = raw_gettid();
   const auto deadline = std::chrono::steady_clock::now() + configured_timeout();
+  TaskDir task_dir;
   std::vector<pid_t> threads;
   std::vector<int> open;  // slot indices not yet applied or gone
   int slots = 0;
@@ -196,21 +188,30 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
     if (tid != 0) {
       if (first && (result = add_target(tid)) < 0) break;
     } else {
-      list_threads(threads);
+      task_dir.list(threads);
       for (pid_t t : threads)
         if (t != self && !known(t) && (result = add_target(t)) < 0) break;
       if (result < 0) break;
     }
-    // Wait for every open target to apply or exit.
+    // Wait for every open target to apply or exit: poll briefly while fewer
+    // targets are left than CPUs (polling must not starve them), then sleep.
+    static const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
     while (!open.empty()) {
       const int acks = g_acks.load(std::memory_order_acquire);
       std::erase_if(open, [&](int i) {
-        return g_slots[i].state.load(std::memory_order_acquire) == done_state(gen) ||
-               !is_thread_of_self(g_slots[i].tid.load(std::memory_order_relaxed));
+        return g_slots[i].state.load(std::memory_order_acquire) == done_state(gen);
       });
       if (open.empty()) break;
       const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) break;
+      if (now < spin_until && static_cast<long>(open.size()) < cpus) {
+        for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+        continue;
+      }
+      std::erase_if(open, [&](int i) {
+        return !is_thread_of_self(g_slots[i].tid.load(std::memory_order_relaxed));
+      });
+      if (open.empty() || now >= deadline) break;
       // Short waits so exited threads are noticed too.
       const auto wait = std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(2));
       timespec ts{0, static_cast<long>(wait.count())};
@@ -225,7 +226,7 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
     }
     if (tid != 0) break;
     // Done when a fresh scan finds no thread that was not reached.
-    list_threads(threads);
+    task_dir.list(threads);
     bool fresh = false;
     for (pid_t t : threads) fresh |= t != self && !known(t);
     if (!fresh) break;
@@ -241,4 +242,4 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
   return result;
 }
 
-}  // namespace pkeys::backend::x86
+}  // namespace pkeys::backend

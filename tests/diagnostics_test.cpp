@@ -1,0 +1,178 @@
+// pkeys_diagnose_faults: the report, checked line by line, from a child
+// that faults; then the hand-over to the previous handler or the default.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "pkeys/pkeys.h"
+#include "probe.hpp"
+
+using namespace pkeys_test;
+
+namespace {
+
+struct ChildResult {
+  std::vector<std::string> lines;  // its stderr
+  int status = 0;
+};
+
+// Runs `body` in a child with stderr captured.
+ChildResult run_child(const std::function<void()>& body) {
+  int fds[2];
+  EXPECT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], STDERR_FILENO);
+    ::close(fds[0]);
+    body();
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string text;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  ChildResult r;
+  ::waitpid(pid, &r.status, 0);
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) r.lines.push_back(line);
+  return r;
+}
+
+std::string hex(const void* p) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%016lx", reinterpret_cast<unsigned long>(p));
+  return buf;
+}
+
+void exit_42(int) { ::_exit(42); }
+
+class Diagnostics : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    key_ = pkey_alloc(0, 0);
+    ASSERT_GT(key_, 0);
+    base_ = static_cast<char*>(map_pages(2));
+    ASSERT_EQ(pkey_mprotect(base_, 2 * page_size(), PROT_READ | PROT_WRITE, key_), 0);
+    ASSERT_EQ(pkey_label(key_, "session secrets"), 0);
+  }
+  void TearDown() override {
+    ASSERT_EQ(::munmap(base_, 2 * page_size()), 0);
+    ASSERT_EQ(pkey_free(key_), 0);
+  }
+  std::vector<std::string> expected(const void* addr, const char* access, const char* rights) {
+    const std::string k = std::to_string(key_);
+    return {
+        "pkeys: SIGSEGV: protection key " + k + " denied a " + access + " access",
+        "pkeys:   address " + hex(addr),
+        std::string("pkeys:   access  ") + access,
+        "pkeys:   key     " + k + " \"session secrets\"",
+        std::string("pkeys:   rights  ") + rights,
+        "pkeys:   range   " + hex(base_) + "-" + hex(base_ + 2 * page_size()) + " (" +
+            std::to_string(2 * page_size()) + " bytes, rw-)",
+        std::string("pkeys:   backend ") + pkeys_backend(),
+    };
+  }
+  int key_ = -1;
+  char* base_ = nullptr;
+};
+
+}  // namespace
+
+TEST_F(Diagnostics, ReportsAReadDeniedByNoAccess) {
+  char* target = base_ + page_size() + 8;
+  const ChildResult r = run_child([&] {
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(target);
+  });
+  EXPECT_EQ(r.lines, expected(target, "read", "no-access (PKEY_DISABLE_ACCESS)"));
+  ASSERT_TRUE(WIFSIGNALED(r.status)) << "the default action ends the child";
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+}
+
+TEST_F(Diagnostics, ReportsAWriteDeniedByReadOnly) {
+  char* target = base_ + 100;
+  const ChildResult r = run_child([&] {
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_WRITE);
+    *static_cast<volatile char*>(target) = 1;
+  });
+  EXPECT_EQ(r.lines, expected(target, "write", "read-only (PKEY_DISABLE_WRITE)"));
+  ASSERT_TRUE(WIFSIGNALED(r.status));
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+}
+
+TEST_F(Diagnostics, HandsOverToThePreviousHandler) {
+  const ChildResult r = run_child([&] {
+    ::signal(SIGSEGV, exit_42);
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  EXPECT_EQ(r.lines, expected(base_, "read", "no-access (PKEY_DISABLE_ACCESS)"));
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 42);
+}
+
+TEST_F(Diagnostics, SilentForFaultsNoKeyCaused) {
+  void* ro = map_pages(1);
+  ASSERT_EQ(::mprotect(ro, page_size(), PROT_READ), 0);
+  const ChildResult r = run_child([&] {
+    pkeys_diagnose_faults(1);
+    *static_cast<volatile char*>(ro) = 1;
+  });
+  EXPECT_TRUE(r.lines.empty()) << r.lines.front();
+  ASSERT_TRUE(WIFSIGNALED(r.status));
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+  ::munmap(ro, page_size());
+}
+
+TEST_F(Diagnostics, DisableRestoresThePreviousHandler) {
+  const ChildResult r = run_child([&] {
+    ::signal(SIGSEGV, exit_42);
+    pkeys_diagnose_faults(1);
+    pkeys_diagnose_faults(0);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  EXPECT_TRUE(r.lines.empty());
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 42);
+}
+
+TEST(Labels, SetGetAndCheck) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  char buf[64];
+  EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 0);
+  EXPECT_STREQ(buf, "");
+  ASSERT_EQ(pkey_label(k, "jit code"), 0);
+  EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 8);
+  EXPECT_STREQ(buf, "jit code");
+  EXPECT_EQ(pkeys_get_label(k, buf, 4), 8) << "returns the full length";
+  EXPECT_STREQ(buf, "jit");
+  const std::string long_label(100, 'x');
+  ASSERT_EQ(pkey_label(k, long_label.c_str()), 0);
+  EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 63);
+  ASSERT_EQ(pkey_label(k, nullptr), 0);
+  EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 0);
+  ASSERT_EQ(pkey_free(k), 0);
+  errno = 0;
+  EXPECT_EQ(pkey_label(k, "x"), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), -1);
+  EXPECT_EQ(errno, EINVAL);
+  const int again = pkey_alloc(0, 0);
+  EXPECT_EQ(pkeys_get_label(again, buf, sizeof buf), 0) << "a new owner starts unlabelled";
+  ASSERT_EQ(pkey_free(again), 0);
+}

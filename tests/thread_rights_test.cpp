@@ -1,0 +1,289 @@
+// Rights of other threads: pkey_set_thread, pkey_set_all,
+// PKEY_ALLOC_ALL_THREADS, and the bounded wait.
+#include <gtest/gtest.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "pkeys/pkeys.h"
+#include "probe.hpp"
+
+using namespace pkeys_test;
+
+namespace {
+
+pid_t gettid_() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// A thread that runs jobs handed to it, so tests can look at rights from
+// inside a thread that existed before the key.
+class Worker {
+ public:
+  Worker() : thread_([this] { loop(); }) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return tid_ != 0; });
+  }
+  ~Worker() {
+    run([&] { stop_ = true; });
+    thread_.join();
+  }
+  pid_t tid() const { return tid_; }
+  void run(std::function<void()> job) {
+    std::unique_lock lock(mu_);
+    job_ = std::move(job);
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !job_; });
+  }
+  int rights(int key) {
+    int r = -2;
+    run([&] { r = pkey_get(key); });
+    return r;
+  }
+  bool can(void* p, Access a) {
+    bool ok = false;
+    run([&] { ok = !probe(p, a).faulted; });
+    return ok;
+  }
+
+ private:
+  void loop() {
+    {
+      std::lock_guard lock(mu_);
+      tid_ = gettid_();
+      cv_.notify_all();
+    }
+    while (!stop_) {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return static_cast<bool>(job_); });
+      job_();
+      job_ = nullptr;
+      cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  pid_t tid_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct TaggedPage {
+  explicit TaggedPage(int key) : p(map_pages(1)) {
+    EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, key), 0);
+  }
+  ~TaggedPage() { ::munmap(p, page_size()); }
+  void* p;
+};
+
+}  // namespace
+
+TEST(SetThread, GrantsAThreadThatExistedBeforeTheKey) {
+  Worker worker;
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  {
+    TaggedPage page(k);
+    if (per_thread_rights()) {
+      EXPECT_EQ(worker.rights(k), PKEY_DISABLE_ACCESS) << "the kernel's default for other threads";
+      EXPECT_FALSE(worker.can(page.p, Access::read));
+    }
+    ASSERT_EQ(pkey_set_thread(worker.tid(), k, PKEY_DISABLE_WRITE), 0);
+    EXPECT_EQ(worker.rights(k), PKEY_DISABLE_WRITE);
+    EXPECT_TRUE(worker.can(page.p, Access::read));
+    EXPECT_FALSE(worker.can(page.p, Access::write));
+    ASSERT_EQ(pkey_set_thread(worker.tid(), k, 0), 0);
+    EXPECT_TRUE(worker.can(page.p, Access::write));
+    EXPECT_EQ(pkey_set_thread(gettid_(), k, 0), 0) << "the caller may name itself";
+  }
+  EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(SetAll, GrantsEveryThreadAndTheCaller) {
+  Worker a, b;
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  ASSERT_GT(k, 0);
+  {
+    TaggedPage page(k);
+    ASSERT_EQ(pkey_set_all(k, 0), 0);
+    EXPECT_EQ(pkey_get(k), 0);
+    EXPECT_EQ(a.rights(k), 0);
+    EXPECT_EQ(b.rights(k), 0);
+    EXPECT_TRUE(a.can(page.p, Access::write));
+    EXPECT_TRUE(b.can(page.p, Access::write));
+    ASSERT_EQ(pkey_set_all(k, PKEY_DISABLE_ACCESS), 0);
+    EXPECT_FALSE(a.can(page.p, Access::read));
+    EXPECT_FALSE(can_read(page.p));
+    EXPECT_EQ(pkeys_sync_missed(nullptr, 0), 0);
+  }
+  EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(SetThread, ChangesOnlyTheTargetKeysBits) {
+  Worker worker;
+  const int a = pkey_alloc(0, 0), b = pkey_alloc(0, 0);
+  ASSERT_GT(a, 0);
+  ASSERT_GT(b, 0);
+  worker.run([&] {
+    EXPECT_EQ(pkey_set(a, PKEY_DISABLE_ACCESS), 0);
+    EXPECT_EQ(pkey_set(b, PKEY_DISABLE_WRITE), 0);
+  });
+  ASSERT_EQ(pkey_set_thread(worker.tid(), b, 0), 0);
+  EXPECT_EQ(worker.rights(b), 0);
+  EXPECT_EQ(worker.rights(a), PKEY_DISABLE_ACCESS) << "another key's bits were touched";
+  EXPECT_EQ(worker.rights(0), 0);
+  ASSERT_EQ(pkey_set_all(a, 0), 0);
+  EXPECT_EQ(pkey_free(a), 0);
+  EXPECT_EQ(pkey_free(b), 0);
+}
+
+TEST(SetThread, RejectsBadArguments) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  for (pid_t bad : {pid_t{0}, pid_t{-1}, pid_t{1}, pid_t{0x3fffffff}}) {
+    errno = 0;
+    EXPECT_EQ(pkey_set_thread(bad, k, 0), -1) << bad;
+    EXPECT_EQ(errno, ESRCH) << bad;
+  }
+  errno = 0;
+  EXPECT_EQ(pkey_set_thread(gettid_(), k, 4), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(pkey_set_thread(gettid_(), 0, PKEY_DISABLE_ACCESS), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(pkey_set_all(k + 1 < 16 && pkey_query(k + 1) < 0 ? k + 1 : 15, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(pkey_set_all(k, 8), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(SetThread, ReachesAThreadBlockedInRead) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  ASSERT_GT(k, 0);
+  std::atomic<pid_t> tid{0};
+  ssize_t got = 0;
+  char c = 0;
+  int rights_after = -1;
+  std::thread reader([&] {
+    tid = gettid_();
+    got = ::read(fds[0], &c, 1);  // blocks until the byte below
+    rights_after = pkey_get(k);
+  });
+  while (tid == 0) std::this_thread::yield();
+  ::usleep(20000);  // let it block in read()
+  ASSERT_EQ(pkey_set_thread(tid, k, PKEY_DISABLE_WRITE), 0) << "returned once applied";
+  ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  reader.join();
+  EXPECT_EQ(got, 1) << "read() resumed, not interrupted";
+  EXPECT_EQ(c, 'x');
+  EXPECT_EQ(rights_after, PKEY_DISABLE_WRITE);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(SetAll, TimesOutOnAThreadThatBlocksTheSignal) {
+  if (!per_thread_rights()) GTEST_SKIP() << "backend " << pkeys_backend() << " sets rights process-wide, no handshake";
+  ::setenv("PKEYS_SYNC_TIMEOUT_MS", "50", 1);
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  ASSERT_GT(k, 0);
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> release{false};
+  std::thread blocker([&] {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    tid = gettid_();
+    while (!release) ::usleep(1000);
+  });
+  Worker other;
+  while (tid == 0) std::this_thread::yield();
+  errno = 0;
+  EXPECT_EQ(pkey_set_all(k, 0), -1);
+  EXPECT_EQ(errno, ETIMEDOUT);
+  pid_t missed[8] = {};
+  ASSERT_EQ(pkeys_sync_missed(missed, 8), 1);
+  EXPECT_EQ(missed[0], tid.load());
+  EXPECT_EQ(other.rights(k), 0) << "reachable threads applied the change";
+  EXPECT_EQ(pkey_get(k), 0);
+  errno = 0;
+  EXPECT_EQ(pkey_set_thread(tid, k, 0), -1);
+  EXPECT_EQ(errno, ETIMEDOUT);
+  release = true;
+  blocker.join();
+  ::unsetenv("PKEYS_SYNC_TIMEOUT_MS");
+  EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(SetAll, ThreadsCreatedMeanwhileDoNotMissIt) {
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  ASSERT_GT(k, 0);
+  std::atomic<bool> done{false}, stop{false};
+  std::atomic<int> wrong{0}, checked{0};
+  // A spawner keeps creating threads while pkey_set_all runs; every thread
+  // alive after it returns must see the new rights.
+  std::thread spawner([&] {
+    std::vector<std::thread> kids;
+    while (!stop) {
+      kids.emplace_back([&] {
+        while (!done) std::this_thread::yield();
+        if (pkey_get(k) != 0) ++wrong;
+        ++checked;
+      });
+      if (kids.size() >= 40) break;
+      std::this_thread::yield();
+    }
+    for (auto& t : kids) t.join();
+  });
+  ::usleep(2000);
+  ASSERT_EQ(pkey_set_all(k, 0), 0);
+  done = true;
+  stop = true;
+  spawner.join();
+  EXPECT_EQ(wrong.load(), 0) << "of " << checked.load();
+  EXPECT_GT(checked.load(), 0);
+  EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(AllocAllThreads, GivesTheInitialRightsToExistingThreads) {
+  Worker worker;
+  errno = 0;
+  EXPECT_EQ(pkey_alloc(PKEY_ALLOC_ALL_THREADS | 1, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  const int k = pkey_alloc(PKEY_ALLOC_ALL_THREADS, PKEY_DISABLE_WRITE);
+  ASSERT_GT(k, 0);
+  EXPECT_EQ(pkey_get(k), PKEY_DISABLE_WRITE);
+  EXPECT_EQ(worker.rights(k), PKEY_DISABLE_WRITE);
+  EXPECT_EQ(pkey_free(k), 0);
+  // Without the flag, other threads start with access disabled.
+  const int plain = pkey_alloc(0, 0);
+  ASSERT_GT(plain, 0);
+  if (per_thread_rights()) {
+    EXPECT_EQ(worker.rights(plain), PKEY_DISABLE_ACCESS);
+  }
+  EXPECT_EQ(pkey_free(plain), 0);
+}
+
+TEST(SyncThreads, HandshakeReachesEveryThread) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer's own background thread blocks every signal: unreachable by design";
+#endif
+  Worker a, b, c;
+  EXPECT_EQ(pkeys_sync_threads(), 0);
+  EXPECT_EQ(pkeys_sync_missed(nullptr, 0), 0);
+}
