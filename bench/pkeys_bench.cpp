@@ -63,15 +63,17 @@ double calibrate(F&& f) {
 double g_mprotect_ns = 0;  // one page: PROT_NONE then PROT_READ|PROT_WRITE
 double g_wrpkru_ns = 0;    // two WRPKRUs (RDPKRU once before the loop)
 
-// Runs the timed loop and reports ratios to the baselines.
+// Runs the timed loop and reports ratios to the baselines; returns the
+// mean ns per iteration.
 template <class F>
-void run(benchmark::State& state, F&& body) {
+double run(benchmark::State& state, F&& body) {
   const auto t0 = Clock::now();
   for (auto _ : state) body();
   const double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() /
                     static_cast<double>(state.iterations());
   if (g_mprotect_ns > 0) state.counters["x_mprotect"] = ns / g_mprotect_ns;
   if (g_wrpkru_ns > 0) state.counters["x_wrpkru"] = ns / g_wrpkru_ns;
+  return ns;
 }
 
 void BM_RawMprotectToggle(benchmark::State& state) {
@@ -244,6 +246,98 @@ void BM_SetThread(benchmark::State& state) {
 }
 BENCHMARK(BM_SetThread)->UseRealTime();
 
+// --- virtual keys -----------------------------------------------------------
+
+double g_cabi_ns = 0;  // pkey_set pair through the C ABI (hardware only)
+
+// begin/end on a vkey that holds a hardware key: two register writes.
+void BM_VKeyBeginEndCached(benchmark::State& state) {
+  void* page = map(kPage);
+  const int v = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  pkeys_vkey_mprotect(page, kPage, PROT_READ | PROT_WRITE, v);
+  pkeys_vkey_begin(v, 0);  // load it into the cache
+  pkeys_vkey_end(v);
+  const double ns = run(state, [&] {
+    pkeys_vkey_begin(v, 0);
+    pkeys_vkey_end(v);
+  });
+  if (g_cabi_ns > 0) state.counters["x_pkey_set"] = ns / g_cabi_ns;
+  ::munmap(page, kPage);
+  pkeys_vkey_destroy(v);
+  state.SetLabel(hardware() ? "cached" : "emulated: mprotect per begin and end");
+}
+BENCHMARK(BM_VKeyBeginEndCached);
+
+// begin on an evicted vkey: eviction of another (retagging its ranges) plus
+// loading this one (retagging its ranges), with a cache of one key.
+void BM_VKeyBeginEvicted(benchmark::State& state) {
+  if (!hardware()) return state.SkipWithError("needs the x86-pku backend (the emulation has no cache)");
+  const auto ranges = static_cast<std::size_t>(state.range(0));
+  pkeys_vkey_set_cache_limit(1);
+  auto* base = static_cast<char*>(map(4 * ranges * kPage));
+  const int a = pkeys_vkey_create(PKEY_DISABLE_ACCESS), b = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  for (std::size_t i = 0; i < ranges; ++i) {
+    pkeys_vkey_mprotect(base + 4 * i * kPage, kPage, PROT_READ | PROT_WRITE, a);
+    pkeys_vkey_mprotect(base + (4 * i + 2) * kPage, kPage, PROT_READ | PROT_WRITE, b);
+  }
+  run(state, [&] {  // two misses an iteration
+    pkeys_vkey_begin(a, 0);
+    pkeys_vkey_end(a);
+    pkeys_vkey_begin(b, 0);
+    pkeys_vkey_end(b);
+  });
+  ::munmap(base, 4 * ranges * kPage);
+  pkeys_vkey_destroy(a);
+  pkeys_vkey_destroy(b);
+  pkeys_vkey_set_cache_limit(8);
+  state.SetLabel("2 misses per iteration, " + std::to_string(ranges) + " range(s) per vkey");
+}
+BENCHMARK(BM_VKeyBeginEvicted)->ArgName("ranges")->Arg(1)->Arg(16)->Arg(64);
+
+// Random domain switches (open, write one byte, close) over N one-page
+// domains, and the same work with mprotect alone; reports both and the
+// speed-up.
+void BM_VKeyRandomSwitch(benchmark::State& state) {
+  const auto domains = static_cast<std::size_t>(state.range(0));
+  auto* base = static_cast<char*>(::mmap(nullptr, domains * kPage, PROT_NONE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  std::vector<int> ids(domains);
+  for (std::size_t i = 0; i < domains; ++i) {
+    ids[i] = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+    pkeys_vkey_mprotect(base + i * kPage, kPage, PROT_READ | PROT_WRITE, ids[i]);
+  }
+  std::vector<std::uint32_t> order(1 << 16);
+  std::uint32_t x = 2463534242u;
+  for (auto& o : order) {
+    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+    o = x % domains;
+  }
+  std::size_t next = 0;
+  const double vkey_ns = run(state, [&] {
+    const std::uint32_t i = order[next++ & (order.size() - 1)];
+    pkeys_vkey_begin(ids[i], 0);
+    base[i * kPage] = 1;
+    pkeys_vkey_end(ids[i]);
+  });
+  // The same switches with mprotect alone, on pages of their own.
+  auto* plain = static_cast<char*>(::mmap(nullptr, domains * kPage, PROT_NONE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  std::size_t k = 0;
+  const double mprotect_ns = calibrate([&] {
+    const std::uint32_t i = order[k++ & (order.size() - 1)];
+    raw_mprotect(plain + i * kPage, kPage, PROT_READ | PROT_WRITE);
+    plain[i * kPage] = 1;
+    raw_mprotect(plain + i * kPage, kPage, PROT_NONE);
+  });
+  state.counters["mprotect_ns"] = mprotect_ns;
+  state.counters["speedup_vs_mprotect"] = mprotect_ns / vkey_ns;
+  ::munmap(plain, domains * kPage);
+  ::munmap(base, domains * kPage);
+  for (int id : ids) pkeys_vkey_destroy(id);
+  state.SetLabel(std::string(pkeys_backend()) + ", " + std::to_string(domains) + " domains");
+}
+BENCHMARK(BM_VKeyRandomSwitch)->ArgName("domains")->Arg(16)->Arg(64)->Arg(1024)->Arg(100000);
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -257,6 +351,12 @@ int main(int argc, char** argv) {
   if (hardware()) {
     const std::uint32_t open = pkeys_rdpkru();
     g_wrpkru_ns = calibrate([&] { raw_pkru_pair(open | (1u << 2), open); });
+    const int key = pkey_alloc(0, 0);
+    g_cabi_ns = calibrate([&] {
+      pkey_set(key, PKEY_DISABLE_ACCESS);
+      pkey_set(key, 0);
+    });
+    pkey_free(key);
   }
   std::printf("pkeys_bench: backend %s; baselines: mprotect toggle %.1f ns", pkeys_backend(), g_mprotect_ns);
   if (g_wrpkru_ns > 0) std::printf(", WRPKRU pair %.1f ns", g_wrpkru_ns);

@@ -23,9 +23,12 @@ cd /tests
 export GTEST_COLOR=no
 run pkeyctl-info -- ./pkeyctl info
 run pkeyctl-demo -- ./pkeyctl demo
+run startup-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_startup
 run conformance-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_conformance
 run conformance-emulated PKEYS_BACKEND=emulated -- ./pkeys_conformance
 run concurrency-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_concurrency
+run vkeys-stress-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_vkeys_stress
+run vkeys-stress-emulated PKEYS_BACKEND=emulated -- ./pkeys_vkeys_stress
 for b in auto x86-pku emulated bogus; do
   run backend-selection-$b PKEYS_BACKEND=$b -- ./pkeys_backend_selection
 done

@@ -15,7 +15,7 @@ namespace {
 int g_report_fd = -1;
 
 void report_fault(int signo, siginfo_t* si, void*) {
-  Outcome o{true, signo, si->si_code, pkeys_fault_pkey(si)};
+  Outcome o{true, signo, si->si_code, pkeys_fault_pkey(si), pkeys_vkey_fault(si)};
   (void)!::write(g_report_fd, &o, sizeof o);
   ::_exit(0);
 }
@@ -48,7 +48,7 @@ Outcome probe(void* addr, Access access) {
   Outcome o;
   o.faulted = true;  // a child that dies without a report did not succeed
   o.signo = -1;
-  if (::read(fds[0], &o, sizeof o) != sizeof o) o = Outcome{true, -1, 0, -1};
+  if (::read(fds[0], &o, sizeof o) != sizeof o) o = Outcome{true, -1, 0, -1, -1};
   ::close(fds[0]);
   int status = 0;
   ::waitpid(pid, &status, 0);

@@ -16,6 +16,7 @@ struct Outcome {
   int signo = 0;
   int code = 0;       // si_code
   int fault_key = -1;  // pkeys_fault_pkey in the child's handler
+  int fault_vkey = -1;  // pkeys_vkey_fault in the child's handler
 };
 
 // Performs one access to `addr` in a forked child (which inherits the

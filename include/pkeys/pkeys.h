@@ -182,6 +182,82 @@ PKEYS_API int pkeys_get_label(int pkey, char *buf, size_t len) __THROW;
  * puts that handler back. Async-signal-safe inside: no malloc, no stdio. */
 PKEYS_API int pkeys_diagnose_faults(int enable) __THROW;
 
+/* --- virtual keys --------------------------------------------------------
+ *
+ * Any number of protection domains over the hardware's 15 keys. A vkey
+ * tags ranges and has process-wide rights; a thread opens it with
+ * pkeys_vkey_begin(vkey, rights) (its own rights while open) and closes it
+ * with pkeys_vkey_end. An open vkey holds one of a cache of hardware keys
+ * that pkeys allocates itself (never a key pkey_alloc handed out; an
+ * unused one is given back when pkey_alloc would fail); a cached vkey's
+ * begin/end cost two register writes. When the cache is full, the least
+ * recently used vkey that no thread has open is evicted: its pages are
+ * retagged to key 0 with page protections enforcing its process-wide
+ * rights, so protection never lapses. A vkey open in any thread is never
+ * evicted; when every cached key is open, begin fails with EBUSY.
+ * Cache size: PKEYS_VKEY_CACHE (default 8) or pkeys_vkey_set_cache_limit.
+ *
+ * Example:
+ *
+ *   int heap = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+ *   pkeys_vkey_mprotect(arena, arena_len, PROT_READ | PROT_WRITE, heap);
+ *   pkeys_vkey_begin(heap, 0);     // this thread may use the arena
+ *   parse(arena);
+ *   pkeys_vkey_end(heap);          // back to no access
+ *
+ * On the emulated backend every vkey is enforced by mprotect, and begin
+ * sets its rights process-wide while any thread has it open. */
+
+/* Creates a vkey with process-wide `access_rights`; returns its id (>= 1).
+ * EINVAL bad rights, ENOSPC too many. */
+PKEYS_API int pkeys_vkey_create(unsigned int access_rights) __THROW;
+
+/* Destroys a vkey. EBUSY while open in a thread or while a mapped page
+ * carries it; EINVAL not a vkey. */
+PKEYS_API int pkeys_vkey_destroy(int vkey) __THROW;
+
+/* mprotect that tags [addr, addr+len) with a vkey (0 untags, as
+ * pkey_mprotect with key 0). EINVAL not a vkey; mprotect's errors. */
+PKEYS_API int pkeys_vkey_mprotect(void *addr, size_t len, int prot, int vkey) __THROW;
+
+/* Opens a vkey in the calling thread with `access_rights` (nests). EINVAL
+ * (vkey, rights), EBUSY (every cached key is open elsewhere), EMFILE (64
+ * open in this thread), ETIMEDOUT (see pkey_set_all). */
+PKEYS_API int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW;
+
+/* Closes the calling thread's innermost begin of `vkey`, restoring its
+ * rights from before. EINVAL when this thread has it not open. */
+PKEYS_API int pkeys_vkey_end(int vkey) __THROW;
+
+/* Sets a vkey's process-wide rights (those outside begin/end). EBUSY while
+ * a thread has it open. */
+PKEYS_API int pkeys_vkey_set(int vkey, unsigned int access_rights) __THROW;
+
+/* A vkey's process-wide rights. EINVAL not a vkey. */
+PKEYS_API int pkeys_vkey_get(int vkey) __THROW;
+
+/* The vkey behind a SIGSEGV, or -1. Async-signal-safe. */
+PKEYS_API int pkeys_vkey_fault(const siginfo_t *si) __THROW;
+
+struct pkeys_vkey_stats {
+  unsigned long long hits;       /* begins on a vkey holding a hardware key */
+  unsigned long long misses;     /* begins that had to load one */
+  unsigned long long evictions;  /* vkeys moved back to page protections */
+  unsigned long long live;       /* vkeys in existence */
+  unsigned int pinned;           /* cached vkeys open in some thread */
+  unsigned int cached;           /* vkeys holding a hardware key */
+  unsigned int capacity;         /* most hardware keys the cache may hold */
+  unsigned int hardware_keys;    /* hardware keys it holds now */
+};
+
+/* This process's vkey cache figures. */
+PKEYS_API int pkeys_vkey_get_stats(struct pkeys_vkey_stats *out) __THROW;
+
+/* The most hardware keys the cache may hold (0 .. max keys - 1). EBUSY
+ * when shrinking would evict a vkey that is open; ENOTSUP above 0 on the
+ * emulation. */
+PKEYS_API int pkeys_vkey_set_cache_limit(int max) __THROW;
+
 /* --- queries ----------------------------------------------------------- */
 
 /* Like pkey_get, but a key that is not allocated (any number) fails with

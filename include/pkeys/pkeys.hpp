@@ -207,6 +207,82 @@ class region {
   std::size_t size_ = 0;
 };
 
+// A virtual key: one of any number of protection domains (see
+// pkeys_vkey_create in pkeys.h), destroyed with the object.
+//
+//   auto heap = pkeys::vkey::create(pkeys::rights::no_access());
+//   heap->protect(arena, arena_len, PROT_READ | PROT_WRITE);
+//   {
+//     pkeys::vkey_scope open(*heap, pkeys::rights::read_write());
+//     parse(arena);
+//   }
+class vkey {
+ public:
+  static std::expected<vkey, std::error_code> create(rights process_wide = rights::no_access()) noexcept {
+    const int id = pkeys_vkey_create(process_wide.bits());
+    if (id < 0) return std::unexpected(detail::errno_code());
+    return vkey(id);
+  }
+  vkey(vkey&& other) noexcept : id_(std::exchange(other.id_, -1)) {}
+  vkey& operator=(vkey&& other) noexcept {
+    if (this != &other) {
+      (void)destroy();
+      id_ = std::exchange(other.id_, -1);
+    }
+    return *this;
+  }
+  vkey(const vkey&) = delete;
+  vkey& operator=(const vkey&) = delete;
+  // Destroys it; one still open or still tagging pages stays (see destroy()).
+  ~vkey() { (void)destroy(); }
+
+  int id() const noexcept { return id_; }
+
+  std::error_code protect(void* addr, std::size_t len, int prot) const noexcept {
+    if (pkeys_vkey_mprotect(addr, len, prot, id_) != 0) return detail::errno_code();
+    return {};
+  }
+  // Process-wide rights, those outside any vkey_scope.
+  std::error_code set(rights r) const noexcept {
+    if (pkeys_vkey_set(id_, r.bits()) != 0) return detail::errno_code();
+    return {};
+  }
+  rights get() const noexcept {
+    const int bits = pkeys_vkey_get(id_);
+    return bits < 0 ? rights::no_access() : *rights::from_bits(static_cast<unsigned>(bits));
+  }
+  // EBUSY while open in a thread or while pages carry it.
+  std::error_code destroy() noexcept {
+    if (id_ <= 0) return {};
+    if (pkeys_vkey_destroy(id_) != 0) return detail::errno_code();
+    id_ = -1;
+    return {};
+  }
+
+ private:
+  explicit vkey(int id) noexcept : id_(id) {}
+  int id_ = -1;
+};
+
+// Opens a vkey in the calling thread for one scope (pkeys_vkey_begin/end).
+class vkey_scope {
+ public:
+  vkey_scope(const vkey& v, rights r) noexcept : id_(v.id()) {
+    if (pkeys_vkey_begin(id_, r.bits()) != 0) error_ = detail::errno_code();
+  }
+  ~vkey_scope() {
+    if (!error_) (void)pkeys_vkey_end(id_);
+  }
+  vkey_scope(const vkey_scope&) = delete;
+  vkey_scope& operator=(const vkey_scope&) = delete;
+  // Why it could not be opened (EBUSY: every cached key is open elsewhere).
+  std::error_code error() const noexcept { return error_; }
+
+ private:
+  int id_;
+  std::error_code error_;
+};
+
 }  // namespace pkeys
 
 #endif  // PKEYS_PKEYS_HPP

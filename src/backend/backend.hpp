@@ -69,4 +69,15 @@ class Backend {
   virtual int key_in_use(int key) const noexcept = 0;
 };
 
+// Page protection that enforces process-wide `rights` on pages the program
+// asked to have `prot`: DISABLE_ACCESS removes read, write and execute
+// (x86 cannot deny reads of executable pages without PKU), DISABLE_WRITE
+// removes write. Other bits, valid or not, pass to the kernel untouched.
+constexpr int enforced_prot(int prot, unsigned rights) noexcept {
+  constexpr int kRead = 0x1, kWrite = 0x2, kExec = 0x4;  // PROT_*
+  if (rights & 0x1) return prot & ~(kRead | kWrite | kExec);  // PKEY_DISABLE_ACCESS
+  if (rights & 0x2) return prot & ~kWrite;                      // PKEY_DISABLE_WRITE
+  return prot;
+}
+
 }  // namespace pkeys::backend

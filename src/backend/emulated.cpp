@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "arch/x86_64/syscall.hpp"
+#include "core/pages.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::backend {
@@ -16,24 +17,7 @@ long raw_mprotect(std::uintptr_t addr, std::size_t len, int prot) noexcept {
   return sys::raw_syscall(SYS_mprotect, static_cast<long>(addr), static_cast<long>(len), prot);
 }
 
-// -ENOMEM when part of [addr, addr+len) is not mapped; mprotect would stop
-// at the hole with the pages before it already changed.
-long check_mapped(std::uintptr_t addr, std::size_t len) noexcept {
-  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> vec((len + page - 1) / page);
-  return sys::raw_syscall(SYS_mincore, static_cast<long>(addr), static_cast<long>(len),
-                          reinterpret_cast<long>(vec.data()));
-}
-
 }  // namespace
-
-int enforced_prot(int prot, unsigned rights) noexcept {
-  // Only the access bits change: others (and invalid ones) reach the kernel,
-  // which judges them as it would for plain mprotect.
-  if (rights & PKEY_DISABLE_ACCESS) return prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC);
-  if (rights & PKEY_DISABLE_WRITE) return prot & ~PROT_WRITE;
-  return prot;
-}
 
 int EmulatedBackend::acquire_key(unsigned rights) noexcept {
   for (int k = 1; k < kMaxKeys; ++k) {
@@ -58,14 +42,15 @@ int EmulatedBackend::protect(std::uintptr_t addr, std::size_t len, int prot, int
   // Key -1 keeps each page's key: tagged pieces stay enforced.
   const auto pieces = ranges.pieces(addr, addr + len);
   if (pieces.size() == 1 && pieces[0].key == 0) return static_cast<int>(raw_mprotect(addr, len, prot));
-  if (long r = check_mapped(addr, len); r < 0) return static_cast<int>(r);
+  if (long r = core::check_mapped(addr, len); r < 0) return static_cast<int>(r);
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
-    const int want = p.key > 0 ? enforced_prot(prot, get_rights(p.key)) : prot;
+    // Only keys of this backend; the Runtime handles virtual-key pieces.
+    const int want = p.key > 0 && p.key < kMaxKeys ? enforced_prot(prot, get_rights(p.key)) : prot;
     if (long r = raw_mprotect(p.start, p.end - p.start, want); r < 0) {
       // Undo the tagged pieces already changed; gaps had no recorded state.
       for (std::size_t j = 0; j < i; ++j)
-        if (pieces[j].key > 0)
+        if (pieces[j].key > 0 && pieces[j].key < kMaxKeys)
           raw_mprotect(pieces[j].start, pieces[j].end - pieces[j].start,
                        enforced_prot(pieces[j].prot, get_rights(pieces[j].key)));
       return static_cast<int>(r);
@@ -127,7 +112,7 @@ unsigned EmulatedBackend::get_rights(int key) const noexcept {
 int EmulatedBackend::fault_key(const siginfo_t& si, const core::RangeRegistry& ranges) const noexcept {
   if (si.si_signo != SIGSEGV || si.si_code != SEGV_ACCERR) return -1;
   const auto r = ranges.find(reinterpret_cast<std::uintptr_t>(si.si_addr));
-  if (!r) return -1;
+  if (!r || r->key >= kMaxKeys) return -1;
   const unsigned rights = get_rights(r->key);
   // The key is to blame only where it denies what the pages would allow.
   const bool denies = ((rights & PKEY_DISABLE_ACCESS) && (r->prot & (PROT_READ | PROT_WRITE))) ||

@@ -17,10 +17,6 @@
 
 namespace pkeys::backend {
 
-// Page protection that enforces process-wide `rights` on pages the program
-// asked to have `prot`.
-int enforced_prot(int prot, unsigned rights) noexcept;
-
 class EmulatedBackend final : public Backend {
  public:
   static constexpr int kMaxKeys = 16;

@@ -31,7 +31,8 @@ X86PkuBackend::X86PkuBackend(int max_keys) : max_keys_(max_keys) {
 }
 
 bool X86PkuBackend::kernel_supports_pkeys() noexcept {
-  const long k = kernel_pkey_alloc(0, 0);
+  // Access disabled, the default: the number keeps no right once freed.
+  const long k = kernel_pkey_alloc(0, PKEY_DISABLE_ACCESS);
   if (k < 0) return false;
   kernel_pkey_free(static_cast<int>(k));
   return true;

@@ -28,6 +28,15 @@ int call(F&& f) noexcept {
   }
 }
 
+// Calls `f` with the vkey layer, or fails as "no such vkey" without a backend.
+template <class F>
+int call_vkeys(F&& f, int without = -EINVAL) noexcept {
+  return call([&](Runtime& rt) -> long {
+    pkeys::core::VKeys* v = rt.vkeys();
+    return v ? f(*v) : without;
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -103,6 +112,58 @@ int pkeys_get_label(int pkey, char* buf, size_t len) __THROW {
 
 int pkeys_diagnose_faults(int enable) __THROW {
   return call([&](Runtime&) { return pkeys::core::enable_fault_diagnostics(enable != 0); });
+}
+
+int pkeys_vkey_create(unsigned int access_rights) __THROW {
+  return call_vkeys([&](auto& v) { return v.create(access_rights); }, -ENOSPC);
+}
+
+int pkeys_vkey_destroy(int vkey) __THROW {
+  return call_vkeys([&](auto& v) { return v.destroy(vkey); });
+}
+
+int pkeys_vkey_mprotect(void* addr, size_t len, int prot, int vkey) __THROW {
+  if (vkey == 0) return pkey_mprotect(addr, len, prot, 0);
+  return call_vkeys([&](auto& v) { return v.protect(reinterpret_cast<std::uintptr_t>(addr), len, prot, vkey); });
+}
+
+int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW {
+  return call_vkeys([&](auto& v) { return v.begin(vkey, access_rights); });
+}
+
+int pkeys_vkey_end(int vkey) __THROW {
+  return call_vkeys([&](auto& v) { return v.end(vkey); });
+}
+
+int pkeys_vkey_set(int vkey, unsigned int access_rights) __THROW {
+  return call_vkeys([&](auto& v) { return v.set(vkey, access_rights); });
+}
+
+int pkeys_vkey_get(int vkey) __THROW {
+  return call_vkeys([&](auto& v) { return v.get(vkey); });
+}
+
+int pkeys_vkey_fault(const siginfo_t* si) __THROW {
+  const int saved_errno = errno;
+  const int vkey = Runtime::instance().fault_vkey(si);
+  errno = saved_errno;
+  return vkey;
+}
+
+int pkeys_vkey_get_stats(struct pkeys_vkey_stats* out) __THROW {
+  return call([&](Runtime& rt) -> long {
+    if (!out) return -EINVAL;
+    using Stats = struct pkeys_vkey_stats;
+    *out = Stats{};
+    if (!rt.vkeys()) return 0;
+    const pkeys::core::VKeyStats s = rt.vkeys()->stats();
+    *out = Stats{s.hits, s.misses, s.evictions, s.live, s.pinned, s.cached, s.capacity, s.hardware_keys};
+    return 0;
+  });
+}
+
+int pkeys_vkey_set_cache_limit(int max) __THROW {
+  return call_vkeys([&](auto& v) { return v.set_capacity(max); });
 }
 
 const char* pkeys_backend(void) __THROW { return Runtime::instance().backend_name(); }

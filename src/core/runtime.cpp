@@ -12,6 +12,7 @@
 #include "arch/x86_64/syscall.hpp"
 #include "backend/select.hpp"
 #include "backend/thread_signal.hpp"
+#include "core/pages.hpp"
 #include "core/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 
@@ -20,16 +21,6 @@ namespace pkeys::core {
 constinit std::atomic<std::size_t> g_tagged_ranges{0};
 
 namespace {
-
-std::uintptr_t page_size() noexcept {
-  static const std::uintptr_t size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  return size;
-}
-
-std::uintptr_t page_end(std::uintptr_t addr, std::size_t len) noexcept {
-  const std::uintptr_t mask = page_size() - 1;
-  return addr + ((len + mask) & ~mask);
-}
 
 bool valid_rights(unsigned rights) noexcept { return (rights & ~PKEYS_RIGHTS_MASK) == 0u; }
 
@@ -49,13 +40,16 @@ Runtime::Runtime() {
   backend::Selection s = backend::select_backend();
   backend_ = std::move(s.backend);
   reason_ = std::move(s.reason);
+  if (backend_) vkeys_ = std::make_unique<VKeys>(*backend_, ranges_, mu_);
 }
 
 int Runtime::alloc(unsigned flags, unsigned rights) {
   if ((flags & ~kAllocAllThreads) != 0 || !valid_rights(rights)) return -EINVAL;
   if (!backend_) return -ENOSPC;
   std::lock_guard lock(mu_);
-  const int key = backend_->acquire_key(rights);
+  int key = backend_->acquire_key(rights);
+  // The vkey cache never keeps a key the program asks for.
+  while (key == -ENOSPC && vkeys_->surrender_key_locked()) key = backend_->acquire_key(rights);
   if (key < 0) return key;
   if (key >= kKeyLimit) {  // cannot be tracked: refuse rather than lose it
     backend_->release_key(key);
@@ -110,8 +104,10 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
   }
   std::lock_guard lock(mu_);
   if (key > 0 && !is_allocated(key)) return -EINVAL;
-  if (int r = backend_->protect(start, len, prot, key, ranges_); r < 0) return r;
   const std::uintptr_t end = page_end(start, len);
+  if (int r = key == -1 ? protect_keeping_tags(start, len, prot) : backend_->protect(start, len, prot, key, ranges_);
+      r < 0)
+    return r;
   if (key > 0)
     ranges_.assign(start, end, key, prot);
   else if (key == 0)
@@ -120,6 +116,29 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
     ranges_.reprotect(start, end, prot);
   update_tagged_count();
   return 0;
+}
+
+int Runtime::protect_keeping_tags(std::uintptr_t start, std::size_t len, int prot) {
+  if (ranges_.empty()) return backend_->protect(start, len, prot, -1, ranges_);
+  const auto pieces = ranges_.pieces(start, page_end(start, len));
+  bool any_vkey = false;
+  for (const TaggedRange& p : pieces) any_vkey |= is_vkey_tag(p.key);
+  if (!any_vkey) return backend_->protect(start, len, prot, -1, ranges_);
+  // Virtual-key pieces are enforced by the vkey layer, the rest by the backend.
+  if (const long r = check_mapped(start, len); r < 0) return static_cast<int>(r);  // change nothing
+  for (const TaggedRange& p : pieces) {
+    const int r = is_vkey_tag(p.key) ? vkeys_->reprotect_locked(p, prot)
+                                     : backend_->protect(p.start, p.end - p.start, prot, -1, ranges_);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+int Runtime::fault_vkey(const siginfo_t* si) noexcept {
+  if (!si || !vkeys_ || !lock_from_signal_handler()) return -1;
+  const int vkey = vkeys_->fault_vkey_locked(*si);
+  mu_.unlock();
+  return vkey;
 }
 
 int Runtime::set(int key, unsigned rights) {
@@ -183,8 +202,10 @@ std::uint64_t Runtime::save_rights() const noexcept {
 }
 
 void Runtime::restore_rights(std::uint64_t saved) noexcept {
-  // Only keys still allocated: a key freed since the save stays disabled.
-  if (backend_) backend_->restore_thread_rights(saved, allocated_.load(std::memory_order_acquire));
+  // Only keys in use: a key freed since the save stays disabled.
+  if (backend_)
+    backend_->restore_thread_rights(saved, allocated_.load(std::memory_order_acquire) |
+                                               vkeys_->hardware_key_mask());
 }
 
 int Runtime::signal_enter(const void* ucontext) noexcept {

@@ -19,6 +19,7 @@
 #include "backend/backend.hpp"
 #include "core/fault_report.hpp"
 #include "core/range_registry.hpp"
+#include "core/vkeys.hpp"
 
 namespace pkeys::core {
 
@@ -62,6 +63,10 @@ class Runtime {
   void restore_rights(std::uint64_t saved) noexcept;
   int signal_enter(const void* ucontext) noexcept;
 
+  // Virtual keys; null without a backend.
+  VKeys* vkeys() noexcept { return vkeys_.get(); }
+  int fault_vkey(const siginfo_t* si) noexcept;
+
   int set_label(int key, const char* label);
   int get_label(int key, char* buf, std::size_t len) const;
   // Fills `report` for a SIGSEGV caused by a key; false for other faults.
@@ -76,6 +81,8 @@ class Runtime {
   Runtime();
   // Whether a mapped page still carries `key` (locked).
   bool key_in_use(int key);
+  // pkey_mprotect with key -1 (locked): each page keeps its key or vkey.
+  int protect_keeping_tags(std::uintptr_t start, std::size_t len, int prot);
   // Bounded spin for the lock from a signal handler; false if not taken.
   bool lock_from_signal_handler() noexcept;
   void update_tagged_count() noexcept { g_tagged_ranges.store(ranges_.size(), std::memory_order_release); }
@@ -83,7 +90,8 @@ class Runtime {
   std::unique_ptr<backend::Backend> backend_;
   std::string reason_;
   mutable std::mutex mu_;  // guards ranges_, key allocation, emulated rights
-  RangeRegistry ranges_;
+  RangeRegistry ranges_;  // keys' ranges and vkeys' ranges (is_vkey_tag)
+  std::unique_ptr<VKeys> vkeys_;
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
   char labels_[kKeyLimit][64] = {};          // guarded by mu_
 };

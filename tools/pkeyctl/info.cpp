@@ -60,20 +60,21 @@ int info(int argc, char** argv) {
   }
   std::printf("cpu:\n  PKU    %s (CPUID.7.0:ECX bit 3)\n  OSPKE  %s (enabled by the OS)\n",
               yes_no(pku), yes_no(ospke));
-  const long k = ::syscall(SYS_pkey_alloc, 0, 0);
+  // Access disabled, the default: the number keeps no right once freed.
+  const long k = ::syscall(SYS_pkey_alloc, 0, PKEY_DISABLE_ACCESS);
   const int alloc_errno = errno;
   if (k >= 0) ::syscall(SYS_pkey_free, k);
-  std::printf("kernel:\n  pkey_alloc        %s\n  smaps ProtectionKey %s\n",
+  std::printf("kernel:\n  pkey_alloc           %s\n  smaps ProtectionKey  %s\n",
               k >= 0 ? "works" : std::strerror(alloc_errno), yes_no(smaps_has_protection_key()));
 
   const unsigned caps = pkeys_capabilities();
   std::printf("backend:\n  name     %s\n  why      %s\n", pkeys_backend(), pkeys_backend_reason());
   std::printf("  capabilities:\n");
-  std::printf("    hardware           %s\n", yes_no(caps & PKEYS_CAP_HARDWARE));
-  std::printf("    per-thread rights  %s%s\n", yes_no(caps & PKEYS_CAP_PER_THREAD_RIGHTS),
+  std::printf("    hardware              %s\n", yes_no(caps & PKEYS_CAP_HARDWARE));
+  std::printf("    per-thread rights     %s%s\n", yes_no(caps & PKEYS_CAP_PER_THREAD_RIGHTS),
               caps & PKEYS_CAP_PER_THREAD_RIGHTS ? "" : " (rights are process-wide)");
-  std::printf("    execute-only       %s\n", yes_no(caps & PKEYS_CAP_EXECUTE_ONLY));
-  std::printf("    fault key in si_pkey %s\n", yes_no(caps & PKEYS_CAP_FAULT_PKEY));
+  std::printf("    execute-only          %s\n", yes_no(caps & PKEYS_CAP_EXECUTE_ONLY));
+  std::printf("    fault key in si_pkey  %s\n", yes_no(caps & PKEYS_CAP_FAULT_PKEY));
 
   // Free keys: what this process can still allocate.
   std::vector<int> taken;
@@ -81,6 +82,13 @@ int info(int argc, char** argv) {
   std::printf("keys:\n  numbers  %d (key 0 is the default key)\n  free     %zu\n",
               pkeys_max_keys(), taken.size());
   for (int key : taken) pkey_free(key);
+
+  pkeys_vkey_stats vs{};
+  if (pkeys_vkey_get_stats(&vs) == 0)
+    std::printf(
+        "virtual keys (this process):\n  live %llu, cached %u of at most %u (%u hardware keys held), pinned %u\n"
+        "  hits %llu, misses %llu, evictions %llu\n",
+        vs.live, vs.cached, vs.capacity, vs.hardware_keys, vs.pinned, vs.hits, vs.misses, vs.evictions);
 
   if (caps & PKEYS_CAP_HARDWARE) {
     const std::uint32_t pkru = pkeys_rdpkru();

@@ -1,0 +1,255 @@
+// Virtual keys: any number of domains, enforced on both backends; the
+// hardware key cache, eviction without a lapse, pinning, and pkey_alloc
+// keeping priority over the cache.
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "pkeys/pkeys.hpp"
+#include "probe.hpp"
+
+using namespace pkeys_test;
+
+namespace {
+
+struct VKeyPage {
+  explicit VKeyPage(unsigned base = PKEY_DISABLE_ACCESS) : p(map_pages(1)) {
+    v = pkeys_vkey_create(base);
+    EXPECT_GT(v, 0);
+    EXPECT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0);
+  }
+  ~VKeyPage() {
+    EXPECT_EQ(::munmap(p, page_size()), 0);
+    EXPECT_EQ(pkeys_vkey_destroy(v), 0);
+  }
+  void* p;
+  int v;
+};
+
+pkeys_vkey_stats stats() {
+  pkeys_vkey_stats s{};
+  EXPECT_EQ(pkeys_vkey_get_stats(&s), 0);
+  return s;
+}
+
+#define REQUIRE_CACHE()                                                                   \
+  if (!per_thread_rights())                                                               \
+  GTEST_SKIP() << "backend " << pkeys_backend() << " has no hardware key cache (every vkey uses mprotect)"
+
+}  // namespace
+
+TEST(VKeys, RejectBadArguments) {
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_create(4), -1);
+  EXPECT_EQ(errno, EINVAL);
+  for (int bad : {0, -1, 1 << 30}) {
+    errno = 0;
+    EXPECT_EQ(pkeys_vkey_destroy(bad), -1);
+    EXPECT_EQ(errno, EINVAL);
+    errno = 0;
+    EXPECT_EQ(pkeys_vkey_begin(bad, 0), -1);
+    EXPECT_EQ(errno, EINVAL);
+  }
+  const int v = pkeys_vkey_create(0);
+  ASSERT_GT(v, 0);
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_begin(v, 8), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_end(v), -1) << "not open in this thread";
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(pkeys_vkey_get(v), 0);
+  ASSERT_EQ(pkeys_vkey_destroy(v), 0);
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_destroy(v), -1) << "double destroy";
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_EQ(pkeys_vkey_create(0), v) << "ids are reused";
+  ASSERT_EQ(pkeys_vkey_destroy(v), 0);
+}
+
+TEST(VKeys, EnforcedOutsideBeginOpenInside) {
+  VKeyPage page;
+  static_cast<void>(page);
+  const Outcome denied = probe(page.p, Access::read);
+  EXPECT_TRUE(denied.faulted);
+  EXPECT_EQ(denied.fault_vkey, page.v) << describe(denied);
+  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0);
+  EXPECT_TRUE(can_write(page.p));
+  std::memcpy(page.p, "domain", 7);
+  ASSERT_EQ(pkeys_vkey_begin(page.v, PKEY_DISABLE_WRITE), 0) << "begins nest";
+  EXPECT_TRUE(can_read(page.p));
+  EXPECT_FALSE(can_write(page.p));
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  EXPECT_TRUE(can_write(page.p)) << "the outer begin's rights are back";
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  EXPECT_FALSE(can_read(page.p));
+}
+
+TEST(VKeys, ProcessWideSet) {
+  VKeyPage page;
+  ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_WRITE), 0);
+  EXPECT_EQ(pkeys_vkey_get(page.v), PKEY_DISABLE_WRITE);
+  EXPECT_TRUE(can_read(page.p));
+  EXPECT_FALSE(can_write(page.p));
+  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0);
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_set(page.v, 0), -1) << "open in a thread";
+  EXPECT_EQ(errno, EBUSY);
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  EXPECT_FALSE(can_write(page.p)) << "back to the process-wide rights";
+  ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_ACCESS), 0);
+  EXPECT_FALSE(can_read(page.p));
+}
+
+TEST(VKeys, DestroyIsRefusedWhileOpenOrTagged) {
+  void* p = map_pages(1);
+  const int v = pkeys_vkey_create(0);
+  ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0);
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_destroy(v), -1);
+  EXPECT_EQ(errno, EBUSY);
+  ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, 0), 0);
+  ASSERT_EQ(pkeys_vkey_begin(v, 0), 0);
+  errno = 0;
+  EXPECT_EQ(pkeys_vkey_destroy(v), -1);
+  EXPECT_EQ(errno, EBUSY);
+  ASSERT_EQ(pkeys_vkey_end(v), 0);
+  EXPECT_EQ(pkeys_vkey_destroy(v), 0);
+  EXPECT_TRUE(can_write(p));
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+}
+
+TEST(VKeys, PlainMprotectKeepsTheDomain) {
+  VKeyPage page;
+  ASSERT_EQ(::mprotect(page.p, page_size(), PROT_READ), 0);
+  EXPECT_FALSE(can_read(page.p)) << "still closed after a plain mprotect";
+  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0);
+  EXPECT_TRUE(can_read(page.p));
+  EXPECT_FALSE(can_write(page.p)) << "the new protection holds";
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+}
+
+TEST(VKeys, MoreDomainsThanKeysStayProtectedThroughEviction) {
+  constexpr int kDomains = 40;
+  std::vector<std::unique_ptr<VKeyPage>> pages;
+  for (int i = 0; i < kDomains; ++i) pages.push_back(std::make_unique<VKeyPage>());
+  const pkeys_vkey_stats before = stats();
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < kDomains; ++i) {
+      ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, 0), 0) << i;
+      static_cast<int*>(pages[i]->p)[0] = i + round;
+      ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0);
+    }
+  for (int i : {0, 1, kDomains / 2, kDomains - 1}) {
+    const Outcome o = probe(pages[i]->p, Access::read);
+    EXPECT_TRUE(o.faulted) << "domain " << i << " lapsed";
+    EXPECT_EQ(o.fault_vkey, pages[i]->v);
+    ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, PKEY_DISABLE_WRITE), 0);
+    EXPECT_EQ(static_cast<int*>(pages[i]->p)[0], i + 1) << "contents survive eviction";
+    EXPECT_FALSE(can_write(pages[i]->p));
+    ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0);
+  }
+  const pkeys_vkey_stats after = stats();
+  EXPECT_EQ(after.live, before.live);
+  if (per_thread_rights()) {
+    EXPECT_GT(after.evictions, before.evictions);
+    EXPECT_GT(after.misses, before.misses);
+    EXPECT_LE(after.cached, after.capacity);
+    EXPECT_EQ(after.pinned, 0u);
+  }
+}
+
+TEST(VKeys, BeginFailsWithEbusyWhenEveryCachedKeyIsOpen) {
+  REQUIRE_CACHE();
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(2), 0);
+  {
+    VKeyPage a, b, c;
+    ASSERT_EQ(pkeys_vkey_begin(a.v, 0), 0);
+    ASSERT_EQ(pkeys_vkey_begin(b.v, 0), 0);
+    const pkeys_vkey_stats s = stats();
+    EXPECT_EQ(s.pinned, 2u);
+    errno = 0;
+    EXPECT_EQ(pkeys_vkey_begin(c.v, 0), -1);
+    EXPECT_EQ(errno, EBUSY);
+    EXPECT_FALSE(can_read(c.p)) << "nothing half-done";
+    EXPECT_TRUE(can_write(a.p));
+    EXPECT_TRUE(can_write(b.p));
+    errno = 0;
+    EXPECT_EQ(pkeys_vkey_set_cache_limit(1), -1) << "would evict an open vkey";
+    EXPECT_EQ(errno, EBUSY);
+    ASSERT_EQ(pkeys_vkey_end(b.v), 0);
+    ASSERT_EQ(pkeys_vkey_begin(c.v, 0), 0) << "b was unpinned and evicted";
+    EXPECT_TRUE(can_write(c.p));
+    EXPECT_FALSE(can_read(b.p));
+    ASSERT_EQ(pkeys_vkey_end(c.v), 0);
+    ASSERT_EQ(pkeys_vkey_end(a.v), 0);
+  }
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(8), 0);
+}
+
+TEST(VKeys, PkeyAllocTakesKeysBackFromTheCache) {
+  REQUIRE_CACHE();
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(pkeys_max_keys() - 1), 0);
+  {
+    std::vector<std::unique_ptr<VKeyPage>> pages;
+    for (int i = 0; i < pkeys_max_keys(); ++i) {
+      pages.push_back(std::make_unique<VKeyPage>());
+      ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0);
+      ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0);
+    }
+    EXPECT_GE(stats().hardware_keys, 2u);
+    std::vector<int> keys;
+    for (int k; (k = pkey_alloc(0, 0)) > 0;) keys.push_back(k);
+    EXPECT_EQ(static_cast<int>(keys.size()), pkeys_max_keys() - 1) << "every key the kernel has";
+    EXPECT_EQ(stats().hardware_keys, 0u);
+    for (auto& page : pages) EXPECT_FALSE(can_read(page->p)) << "evicted, still enforced";
+    for (int k : keys) EXPECT_EQ(pkey_free(k), 0);
+  }
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(8), 0);
+}
+
+TEST(VKeys, AHundredThousandDomains) {
+  constexpr int kDomains = 100000;
+  char* base = static_cast<char*>(::mmap(nullptr, kDomains * page_size(), PROT_READ | PROT_WRITE,
+                                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  ASSERT_NE(base, MAP_FAILED);
+  std::vector<int> ids;
+  ids.reserve(kDomains);
+  for (int i = 0; i < kDomains; ++i) {
+    const int v = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+    ASSERT_GT(v, 0) << i;
+    ASSERT_EQ(pkeys_vkey_mprotect(base + i * page_size(), page_size(), PROT_READ | PROT_WRITE, v), 0) << i;
+    ids.push_back(v);
+  }
+  EXPECT_GE(stats().live, static_cast<unsigned long long>(kDomains));
+  for (int i = 0; i < kDomains; i += 997) {
+    char* p = base + static_cast<std::size_t>(i) * page_size();
+    ASSERT_EQ(pkeys_vkey_begin(ids[i], 0), 0);
+    p[0] = 1;
+    ASSERT_EQ(pkeys_vkey_end(ids[i]), 0);
+  }
+  EXPECT_FALSE(can_read(base + 12345 * page_size()));
+  EXPECT_EQ(probe(base + 997 * page_size(), Access::read).fault_vkey, ids[997]);
+  ASSERT_EQ(::munmap(base, kDomains * page_size()), 0);
+  for (int v : ids) ASSERT_EQ(pkeys_vkey_destroy(v), 0);
+}
+
+TEST(VKeys, CxxScope) {
+  auto v = pkeys::vkey::create();
+  ASSERT_TRUE(v);
+  void* p = map_pages(1);
+  ASSERT_FALSE(v->protect(p, page_size(), PROT_READ | PROT_WRITE));
+  EXPECT_FALSE(can_read(p));
+  {
+    pkeys::vkey_scope open(*v, pkeys::rights::read_only());
+    ASSERT_FALSE(open.error());
+    EXPECT_TRUE(can_read(p));
+    EXPECT_FALSE(can_write(p));
+  }
+  EXPECT_FALSE(can_read(p));
+  EXPECT_EQ(v->destroy(), std::errc::device_or_resource_busy);
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+  EXPECT_FALSE(v->destroy());
+}
