@@ -233,27 +233,26 @@ TEST(SetAll, TimesOutOnAThreadThatBlocksTheSignal) {
 TEST(SetAll, ThreadsCreatedMeanwhileDoNotMissIt) {
   const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
   ASSERT_GT(k, 0);
-  std::atomic<bool> done{false}, stop{false};
-  std::atomic<int> wrong{0}, checked{0};
+  std::atomic<bool> done{false};
+  std::atomic<int> wrong{0}, checked{0}, started{0};
   // A spawner keeps creating threads while pkey_set_all runs; every thread
   // alive after it returns must see the new rights.
   std::thread spawner([&] {
     std::vector<std::thread> kids;
-    while (!stop) {
+    while (kids.size() < 40) {
       kids.emplace_back([&] {
+        ++started;
         while (!done) std::this_thread::yield();
         if (pkey_get(k) != 0) ++wrong;
         ++checked;
       });
-      if (kids.size() >= 40) break;
       std::this_thread::yield();
     }
     for (auto& t : kids) t.join();
   });
-  ::usleep(2000);
+  while (started < 5) std::this_thread::yield();
   ASSERT_EQ(pkey_set_all(k, 0), 0);
   done = true;
-  stop = true;
   spawner.join();
   EXPECT_EQ(wrong.load(), 0) << "of " << checked.load();
   EXPECT_GT(checked.load(), 0);

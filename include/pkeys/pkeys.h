@@ -258,6 +258,55 @@ PKEYS_API int pkeys_vkey_get_stats(struct pkeys_vkey_stats *out) __THROW;
  * emulation. */
 PKEYS_API int pkeys_vkey_set_cache_limit(int max) __THROW;
 
+/* --- memory policy: execute-only, W^X --------------------------------- */
+
+/* Makes [addr, addr+len) execute-only: code runs, reads and writes fault
+ * in every thread (PROT_EXEC under a key of pkeys' own that every thread
+ * has access-disabled). ENOTSUP on the emulation: x86 cannot run code
+ * from unreadable pages without PKU, and pkeys never pretends. */
+PKEYS_API int pkeys_mprotect_execute_only(void *addr, size_t len) __THROW;
+
+/* Maps `len` bytes of execute-only memory holding a copy of `code`;
+ * MAP_FAILED with errno (ENOTSUP on the emulation) on failure. */
+PKEYS_API void *pkeys_mmap_execute_only(const void *code, size_t len) __THROW;
+
+/* W^X policy of pkey_mprotect, pkeys_vkey_mprotect and pkeys' region API:
+ * under PKEYS_WX_DENY a protection with both PROT_WRITE and PROT_EXEC is
+ * refused with EACCES; under PKEYS_WX_LOG it is allowed and reported on
+ * stderr. Initially from PKEYS_WX=off|log|deny (default off). Unmodified
+ * programs: `pkeyctl run --deny-wx`. */
+#define PKEYS_WX_OFF 0
+#define PKEYS_WX_LOG 1
+#define PKEYS_WX_DENY 2
+PKEYS_API int pkeys_set_wx_policy(int policy) __THROW;
+PKEYS_API int pkeys_get_wx_policy(void) __THROW;
+
+/* A JIT code region that is never writable and executable in one mapping:
+ * the same memory is mapped twice, executable at `exec` and writable at
+ * `write`; the write view carries a virtual key that keeps it read-only
+ * except inside a write scope of the calling thread:
+ *
+ *   struct pkeys_code_region code;
+ *   pkeys_code_region_create(&code, 65536);
+ *   pkeys_code_write_begin(&code);           // this thread may write
+ *   memcpy(code.write, machine_code, n);
+ *   pkeys_code_write_end(&code);
+ *   ((void (*)(void))code.exec)();
+ *   pkeys_code_region_destroy(&code);
+ *
+ * On the emulation the scope opens the write view process-wide. */
+struct pkeys_code_region {
+  void *exec;   /* PROT_READ | PROT_EXEC view */
+  void *write;  /* PROT_READ | PROT_WRITE view, write-disabled by its vkey */
+  size_t size;  /* rounded up to pages */
+  int vkey;
+  int fd;       /* the memfd behind both views */
+};
+PKEYS_API int pkeys_code_region_create(struct pkeys_code_region *region, size_t size) __THROW;
+PKEYS_API int pkeys_code_region_destroy(struct pkeys_code_region *region) __THROW;
+PKEYS_API int pkeys_code_write_begin(const struct pkeys_code_region *region) __THROW;
+PKEYS_API int pkeys_code_write_end(const struct pkeys_code_region *region) __THROW;
+
 /* --- queries ----------------------------------------------------------- */
 
 /* Like pkey_get, but a key that is not allocated (any number) fails with

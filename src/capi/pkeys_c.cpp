@@ -3,10 +3,14 @@
 
 #include <new>
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstring>
 
 #include "capi/errno_result.hpp"
 #include "core/diagnostics.hpp"
+#include "core/wx_policy.hpp"
 #include "core/runtime.hpp"
 
 using pkeys::capi::ErrnoResult;
@@ -50,7 +54,10 @@ int pkey_free(int pkey) __THROW {
 }
 
 int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
-  return call([&](Runtime& rt) { return rt.protect(addr, len, prot, pkey); });
+  return call([&](Runtime& rt) -> long {
+    if (int r = pkeys::core::check_wx("pkey_mprotect", addr, len, prot); r < 0) return r;
+    return rt.protect(addr, len, prot, pkey);
+  });
 }
 
 int pkey_set(int pkey, unsigned int access_rights) __THROW {
@@ -124,7 +131,10 @@ int pkeys_vkey_destroy(int vkey) __THROW {
 
 int pkeys_vkey_mprotect(void* addr, size_t len, int prot, int vkey) __THROW {
   if (vkey == 0) return pkey_mprotect(addr, len, prot, 0);
-  return call_vkeys([&](auto& v) { return v.protect(reinterpret_cast<std::uintptr_t>(addr), len, prot, vkey); });
+  return call_vkeys([&](auto& v) -> long {
+    if (int r = pkeys::core::check_wx("pkeys_vkey_mprotect", addr, len, prot); r < 0) return r;
+    return v.protect(reinterpret_cast<std::uintptr_t>(addr), len, prot, vkey);
+  });
 }
 
 int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW {
@@ -165,6 +175,38 @@ int pkeys_vkey_get_stats(struct pkeys_vkey_stats* out) __THROW {
 int pkeys_vkey_set_cache_limit(int max) __THROW {
   return call_vkeys([&](auto& v) { return v.set_capacity(max); });
 }
+
+int pkeys_mprotect_execute_only(void* addr, size_t len) __THROW {
+  return call([&](Runtime& rt) { return rt.make_execute_only(addr, len); });
+}
+
+void* pkeys_mmap_execute_only(const void* code, size_t len) __THROW {
+  if (!(pkeys_capabilities() & PKEYS_CAP_EXECUTE_ONLY)) {
+    errno = ENOTSUP;
+    return MAP_FAILED;
+  }
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return MAP_FAILED;
+  if (code) std::memcpy(p, code, len);
+  if (pkeys_mprotect_execute_only(p, len) != 0) {
+    const int saved = errno;
+    ::munmap(p, len);
+    errno = saved;
+    return MAP_FAILED;
+  }
+  return p;
+}
+
+int pkeys_set_wx_policy(int policy) __THROW {
+  if (policy != PKEYS_WX_OFF && policy != PKEYS_WX_LOG && policy != PKEYS_WX_DENY) {
+    errno = EINVAL;
+    return -1;
+  }
+  pkeys::core::set_wx_policy(static_cast<pkeys::core::WxPolicy>(policy));
+  return 0;
+}
+
+int pkeys_get_wx_policy(void) __THROW { return static_cast<int>(pkeys::core::wx_policy()); }
 
 const char* pkeys_backend(void) __THROW { return Runtime::instance().backend_name(); }
 

@@ -213,6 +213,24 @@ int Runtime::signal_enter(const void* ucontext) noexcept {
   return backend_->adopt_interrupted_rights(ucontext);
 }
 
+int Runtime::make_execute_only(void* addr, std::size_t len) {
+  if (!backend_ || !(backend_->capabilities() & PKEYS_CAP_EXECUTE_ONLY)) return -ENOTSUP;
+  std::lock_guard lock(mu_);
+  if (execute_only_key_ < 0) {
+    // A key of pkeys' own: every thread holds a free number access-disabled
+    // (it was reset when last freed), and so it stays.
+    int key = backend_->acquire_key(PKEY_DISABLE_ACCESS);
+    while (key == -ENOSPC && vkeys_->surrender_key_locked()) key = backend_->acquire_key(PKEY_DISABLE_ACCESS);
+    if (key < 0) return key;
+    execute_only_key_ = key;
+  }
+  const auto start = reinterpret_cast<std::uintptr_t>(addr);
+  if (int r = backend_->protect(start, len, PROT_EXEC, execute_only_key_, ranges_); r < 0) return r;
+  ranges_.erase(start, page_end(start, len));  // no longer a key's or a vkey's
+  update_tagged_count();
+  return 0;
+}
+
 int Runtime::set_label(int key, const char* label) {
   if (key <= 0 || !is_allocated(key)) return -EINVAL;
   std::lock_guard lock(mu_);

@@ -67,6 +67,10 @@ class Runtime {
   VKeys* vkeys() noexcept { return vkeys_.get(); }
   int fault_vkey(const siginfo_t* si) noexcept;
 
+  // Execute-only memory: [addr, addr+len) becomes PROT_EXEC under a key
+  // that every thread has access-disabled. -ENOTSUP without the hardware.
+  int make_execute_only(void* addr, std::size_t len);
+
   int set_label(int key, const char* label);
   int get_label(int key, char* buf, std::size_t len) const;
   // Fills `report` for a SIGSEGV caused by a key; false for other faults.
@@ -94,6 +98,7 @@ class Runtime {
   std::unique_ptr<VKeys> vkeys_;
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
   char labels_[kKeyLimit][64] = {};          // guarded by mu_
+  int execute_only_key_ = -1;                // guarded by mu_
 };
 
 }  // namespace pkeys::core

@@ -1,0 +1,17 @@
+// The process-wide W^X policy for pkeys' own protection calls.
+#pragma once
+
+#include <cstddef>
+
+namespace pkeys::core {
+
+enum class WxPolicy { off = 0, log = 1, deny = 2 };  // PKEYS_WX_*
+
+WxPolicy wx_policy() noexcept;  // from PKEYS_WX=off|log|deny at first use
+void set_wx_policy(WxPolicy p) noexcept;
+
+// 0 when `prot` may be applied by `caller`, -EACCES when the policy denies
+// writable-and-executable; under "log" it reports the call on stderr.
+int check_wx(const char* caller, const void* addr, std::size_t len, int prot) noexcept;
+
+}  // namespace pkeys::core
