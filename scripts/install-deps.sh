@@ -2,7 +2,7 @@
 # Installs the Debian packages pkeys needs, by name, when any is missing.
 # usage: scripts/install-deps.sh [build|test]   (default: test)
 set -euo pipefail
-build_pkgs=(cmake make g++ libgtest-dev libbenchmark-dev)
+build_pkgs=(cmake make g++ libgtest-dev libbenchmark-dev libseccomp-dev)
 test_pkgs=(qemu-system-x86 busybox-static cpio gzip)
 pkgs=("${build_pkgs[@]}")
 [[ ${1:-test} == test ]] && pkgs+=("${test_pkgs[@]}")

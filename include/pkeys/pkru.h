@@ -31,8 +31,19 @@ static inline uint32_t pkeys_rdpkru(void) {
   return eax;
 }
 
+/* Each WRPKRU that pkeys emits, inlined or not, is recorded in the section
+ * pkeys_wrpkru_sites (one 32-bit offset from the entry to the instruction),
+ * so that `pkeyctl scan` tells these sanctioned switches from gadgets. */
 static inline void pkeys_wrpkru(uint32_t pkru) {
-  __asm__ volatile(".byte 0x0f,0x01,0xef" : : "a"(pkru), "c"(0), "d"(0) : "memory");
+  __asm__ volatile(
+      "1: .byte 0x0f,0x01,0xef\n\t"
+      ".pushsection pkeys_wrpkru_sites,\"a\",@progbits\n\t"
+      ".balign 4\n\t"
+      ".long 1b - .\n\t"
+      ".popsection"
+      :
+      : "a"(pkru), "c"(0), "d"(0)
+      : "memory");
 }
 
 /* `pkru` with `pkey`'s two bits replaced by `rights` (PKEY_DISABLE_*). */

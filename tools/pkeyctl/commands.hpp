@@ -5,5 +5,7 @@ namespace pkeyctl {
 
 int info(int argc, char** argv);
 int demo(int argc, char** argv);
+int scan(int argc, char** argv);
+int run(int argc, char** argv);
 
 }  // namespace pkeyctl

@@ -18,6 +18,8 @@ struct Command {
 constexpr Command kCommands[] = {
     {"info", pkeyctl::info, "CPU and kernel support, the backend and why, keys and rights"},
     {"demo", pkeyctl::demo, "keep a secret in a key-protected page and show the key at work"},
+    {"scan", pkeyctl::scan, "find WRPKRU/XRSTOR gadgets in a process or an ELF file"},
+    {"run", pkeyctl::run, "run a program with W^X enforced (--deny-wx) or reported (--log-wx)"},
 };
 
 void usage(std::FILE* out) {
