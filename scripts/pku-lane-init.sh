@@ -15,7 +15,7 @@ run() {  # run NAME ENV... -- PROGRAM ARGS...
   while [ "$1" != "--" ]; do envs="$envs $1"; shift; done
   shift
   echo "PKU-LANE-RUN: $name"
-  env $envs "$@" 2>&1
+  if [ -n "$envs" ]; then env $envs "$@" 2>&1; else "$@" 2>&1; fi
   echo "PKU-LANE-RESULT: $name rc=$?"
 }
 
@@ -23,6 +23,18 @@ cd /tests
 export GTEST_COLOR=no
 run pkeyctl-info -- ./pkeyctl info
 run pkeyctl-demo -- ./pkeyctl demo
+maps_check() {  # pkeyctl maps finds the sleeper's tagged pages under its key
+  ./tagged_sleeper > /tmp/sleeper.out &
+  sleeper=$!
+  sleep 1
+  read key addr < /tmp/sleeper.out
+  ./pkeyctl maps $sleeper
+  ./pkeyctl maps $sleeper | grep -q "^key $key \"tagged sleeper\"\|^key $key: 1 mapping(s), 8 KiB"
+  rc=$?
+  kill $sleeper
+  return $rc
+}
+run pkeyctl-maps -- maps_check
 run startup-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_startup
 run conformance-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_conformance
 run conformance-emulated PKEYS_BACKEND=emulated -- ./pkeys_conformance

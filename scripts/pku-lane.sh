@@ -55,7 +55,7 @@ if ldd "$initrd_dir/bin/busybox" >/dev/null 2>&1; then
   log "/bin/busybox is not statically linked: install busybox-static"; exit 1
 fi
 cp "$build/tests/pkeys_conformance" "$build/tests/pkeys_concurrency" \
-   "$build/tests/pkeys_backend_selection" "$build/tests/pkeys_vkeys_stress" "$build/tests/pkeys_startup" "$build/tools/pkeyctl/pkeyctl" "$initrd_dir/tests/"
+   "$build/tests/pkeys_backend_selection" "$build/tests/pkeys_vkeys_stress" "$build/tests/pkeys_startup" "$build/tests/tagged_sleeper" "$build/tools/pkeyctl/pkeyctl" "$initrd_dir/tests/"
 for t in "$initrd_dir"/tests/*; do
   if ldd "$t" >/dev/null 2>&1; then log "$(basename "$t") is not statically linked"; exit 1; fi
 done

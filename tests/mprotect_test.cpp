@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "pkeys/pkeys.h"
 #include "probe.hpp"
@@ -94,4 +95,40 @@ TEST(Mprotect, MremapCarriesTheKeyAlong) {
   EXPECT_EQ(errno, EBUSY);
   ASSERT_EQ(::munmap(q, 4 * page_size()), 0);
   EXPECT_EQ(pkey_free(k), 0);
+}
+
+TEST(Mprotect, RangesAreObservable) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  const int v = pkeys_vkey_create(0);
+  ASSERT_GT(v, 0);
+  auto* p = static_cast<char*>(map_pages(3));
+  ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ, k), 0);
+  ASSERT_EQ(pkeys_vkey_mprotect(p + 2 * page_size(), page_size(), PROT_READ | PROT_WRITE, v), 0);
+  std::vector<pkeys_range> ranges(static_cast<std::size_t>(pkeys_get_ranges(nullptr, 0)));
+  ASSERT_EQ(pkeys_get_ranges(ranges.data(), static_cast<int>(ranges.size())), static_cast<int>(ranges.size()));
+  int seen = 0;
+  for (const pkeys_range& r : ranges) {
+    if (r.start == p) {
+      EXPECT_EQ(r.len, page_size());
+      EXPECT_EQ(r.pkey, k);
+      EXPECT_EQ(r.vkey, 0);
+      EXPECT_EQ(r.prot, PROT_READ);
+      ++seen;
+    }
+    if (r.start == p + 2 * page_size()) {
+      EXPECT_EQ(r.pkey, -1);
+      EXPECT_EQ(r.vkey, v);
+      ++seen;
+    }
+  }
+  EXPECT_EQ(seen, 2);
+  ASSERT_EQ(::munmap(p, 3 * page_size()), 0);
+  for (int n = pkeys_get_ranges(nullptr, 0); n > 0; n = 0) {
+    std::vector<pkeys_range> after(static_cast<std::size_t>(n));
+    pkeys_get_ranges(after.data(), n);
+    for (const pkeys_range& r : after) EXPECT_NE(r.start, p) << "unmapped ranges are gone";
+  }
+  EXPECT_EQ(pkey_free(k), 0);
+  EXPECT_EQ(pkeys_vkey_destroy(v), 0);
 }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -168,4 +169,41 @@ TEST(PkeyctlRun, ExitStatusAndUsage) {
   if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
   EXPECT_EQ(run({kPkeyctl, "run", "--deny-wx", "--", "/bin/false"}).status, 1) << "the program's status";
   EXPECT_EQ(run({kPkeyctl, "run", "--log-wx", "--", "/nonexistent"}).status, 127);
+}
+
+TEST(PkeyctlMaps, GroupsAProcesssMappingsByKey) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::execl(TAGGED_SLEEPER_PATH, TAGGED_SLEEPER_PATH, nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  char line[128] = {};
+  ASSERT_GT(::read(out[0], line, sizeof line - 1), 0);
+  ::close(out[0]);
+  int key = 0;
+  void* addr = nullptr;
+  ASSERT_EQ(std::sscanf(line, "%d %p", &key, &addr), 2) << line;
+  const Result text = run({kPkeyctl, "maps", std::to_string(pid)});
+  const Result json = run({kPkeyctl, "maps", "--json", std::to_string(pid)});
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_EQ(text.status, 0) << text.err;
+  EXPECT_EQ(json.status, 0) << json.err;
+  char start[32];
+  std::snprintf(start, sizeof start, "\"start\": \"%p\"", addr);
+  if (contains(json.out, "\"source\": \"smaps\"")) {
+    // The kernel reports keys: the tagged pages are in the key's group.
+    EXPECT_TRUE(contains(json.out, "{\"key\": " + std::to_string(key) + ", \"bytes\": 8192")) << json.out;
+    EXPECT_TRUE(contains(json.out, start)) << json.out;
+    EXPECT_TRUE(contains(text.out, "key " + std::to_string(key) + ": 1 mapping(s), 8 KiB")) << text.out;
+  } else {
+    EXPECT_TRUE(contains(json.out, "\"source\": \"none\"")) << json.out;
+    EXPECT_TRUE(contains(text.out, "reports no ProtectionKey")) << text.out;
+  }
+  EXPECT_EQ(run({kPkeyctl, "maps"}).status, 2);
+  EXPECT_EQ(run({kPkeyctl, "maps", "999999999"}).status, 1);
 }

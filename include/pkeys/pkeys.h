@@ -307,6 +307,22 @@ PKEYS_API int pkeys_code_region_destroy(struct pkeys_code_region *region) __THRO
 PKEYS_API int pkeys_code_write_begin(const struct pkeys_code_region *region) __THROW;
 PKEYS_API int pkeys_code_write_end(const struct pkeys_code_region *region) __THROW;
 
+/* --- observability ---------------------------------------------------- */
+
+/* One range pkeys recorded as tagged in this process. */
+struct pkeys_range {
+  void *start;
+  size_t len;
+  int pkey;  /* the key, or -1 for a virtual key's range */
+  int vkey;  /* the virtual key, or 0 */
+  int prot;  /* the protection the program asked for */
+};
+
+/* Copies up to `max` of the ranges pkeys has recorded as tagged (with
+ * pkey_mprotect or pkeys_vkey_mprotect, and still mapped as far as pkeys
+ * saw) in address order; returns how many there are. */
+PKEYS_API int pkeys_get_ranges(struct pkeys_range *out, int max) __THROW;
+
 /* --- queries ----------------------------------------------------------- */
 
 /* Like pkey_get, but a key that is not allocated (any number) fails with

@@ -208,6 +208,19 @@ int pkeys_set_wx_policy(int policy) __THROW {
 
 int pkeys_get_wx_policy(void) __THROW { return static_cast<int>(pkeys::core::wx_policy()); }
 
+int pkeys_get_ranges(struct pkeys_range* out, int max) __THROW {
+  return call([&](Runtime& rt) -> long {
+    const auto ranges = rt.ranges();
+    for (int i = 0; out && i < max && i < static_cast<int>(ranges.size()); ++i) {
+      const auto& r = ranges[static_cast<std::size_t>(i)];
+      const bool vkey = pkeys::core::is_vkey_tag(r.key);
+      out[i] = pkeys_range{reinterpret_cast<void*>(r.start), r.end - r.start, vkey ? -1 : r.key,
+                           vkey ? r.key - pkeys::core::kVKeyTagBase : 0, r.prot};
+    }
+    return static_cast<long>(ranges.size());
+  });
+}
+
 const char* pkeys_backend(void) __THROW { return Runtime::instance().backend_name(); }
 
 const char* pkeys_backend_reason(void) __THROW {

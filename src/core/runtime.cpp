@@ -231,6 +231,14 @@ int Runtime::make_execute_only(void* addr, std::size_t len) {
   return 0;
 }
 
+std::vector<TaggedRange> Runtime::ranges() const {
+  std::lock_guard lock(mu_);
+  std::vector<TaggedRange> out;
+  out.reserve(ranges_.size());
+  ranges_.for_each([&](const TaggedRange& r) { out.push_back(r); });
+  return out;
+}
+
 int Runtime::set_label(int key, const char* label) {
   if (key <= 0 || !is_allocated(key)) return -EINVAL;
   std::lock_guard lock(mu_);

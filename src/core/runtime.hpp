@@ -71,6 +71,9 @@ class Runtime {
   // that every thread has access-disabled. -ENOTSUP without the hardware.
   int make_execute_only(void* addr, std::size_t len);
 
+  // The recorded ranges, for observability.
+  std::vector<TaggedRange> ranges() const;
+
   int set_label(int key, const char* label);
   int get_label(int key, char* buf, std::size_t len) const;
   // Fills `report` for a SIGSEGV caused by a key; false for other faults.

@@ -7,5 +7,6 @@ int info(int argc, char** argv);
 int demo(int argc, char** argv);
 int scan(int argc, char** argv);
 int run(int argc, char** argv);
+int maps(int argc, char** argv);
 
 }  // namespace pkeyctl

@@ -18,6 +18,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"info", pkeyctl::info, "CPU and kernel support, the backend and why, keys and rights"},
     {"demo", pkeyctl::demo, "keep a secret in a key-protected page and show the key at work"},
+    {"maps", pkeyctl::maps, "a process's mappings grouped by protection key (--json for scripts)"},
     {"scan", pkeyctl::scan, "find WRPKRU/XRSTOR gadgets in a process or an ELF file"},
     {"run", pkeyctl::run, "run a program with W^X enforced (--deny-wx) or reported (--log-wx)"},
 };
@@ -26,7 +27,7 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: pkeyctl [--help] [--version] COMMAND [ARGS]\n\n"
                "Memory protection keys as a managed, safe process resource.\n\ncommands:\n");
-  for (const Command& c : kCommands) std::fprintf(out, "  %-6s %s\n", c.name, c.summary);
+  for (const Command& c : kCommands) std::fprintf(out, "  %-5s %s\n", c.name, c.summary);
   std::fprintf(out,
                "\nRun 'pkeyctl COMMAND --help' for a command's options.\n"
                "Environment: PKEYS_BACKEND=auto|x86-pku|emulated chooses the backend.\n"

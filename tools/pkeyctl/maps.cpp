@@ -1,0 +1,169 @@
+// pkeyctl maps: every mapping of a process with its protection key, grouped
+// by key, from the ProtectionKey field of /proc/PID/smaps. Where the kernel
+// or CPU reports no keys it says so, and for its own process falls back to
+// the ranges pkeys recorded.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "pkeys/pkeys.h"
+
+namespace pkeyctl {
+namespace {
+
+struct Mapping {
+  std::uint64_t start = 0, end = 0;
+  std::string perms, name;
+  int key = -1;
+};
+
+// Reads /proc/PID/smaps; false when unreadable. `has_keys`: any
+// ProtectionKey field seen.
+bool read_smaps(const std::string& pid, std::vector<Mapping>& out, bool* has_keys) {
+  std::ifstream in("/proc/" + pid + "/smaps");
+  if (!in) return false;
+  std::string line;
+  *has_keys = false;
+  while (std::getline(in, line)) {
+    unsigned long long lo, hi;
+    char perms[8];
+    int name_at = 0;
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s %*s %*s %*s %n", &lo, &hi, perms, &name_at) >= 3 &&
+        line.find(':') > line.find(' ')) {
+      out.push_back({lo, hi, perms, name_at > 0 ? line.substr(static_cast<std::size_t>(name_at)) : "", -1});
+    } else if (!out.empty() && line.rfind("ProtectionKey:", 0) == 0) {
+      out.back().key = std::atoi(line.c_str() + 14);
+      *has_keys = true;
+    }
+  }
+  return true;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    o += c;
+  }
+  return o;
+}
+
+std::string label_of(int key, bool self) {
+  if (!self || key <= 0) return "";
+  char buf[64];
+  return pkeys_get_label(key, buf, sizeof buf) > 0 ? buf : "";
+}
+
+std::string prot_string(int prot) {
+  std::string s = "---";
+  if (prot & PROT_READ) s[0] = 'r';
+  if (prot & PROT_WRITE) s[1] = 'w';
+  if (prot & PROT_EXEC) s[2] = 'x';
+  return s;
+}
+
+}  // namespace
+
+int maps(int argc, char** argv) {
+  bool json = false;
+  std::string pid;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0) {
+      json = true;
+    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::printf(
+          "usage: pkeyctl maps [--json] PID|self\n\n"
+          "Lists every mapping of a process with its protection key (the ProtectionKey\n"
+          "field of /proc/PID/smaps), grouped by key with sizes and, for pkeyctl's own\n"
+          "process, labels. Where the kernel or CPU reports no keys it says so; for its\n"
+          "own process it then shows the ranges pkeys recorded.\n\n"
+          "Exit status: 0 success, 1 the process could not be read, 2 usage error.\n");
+      return 0;
+    } else if (pid.empty()) {
+      pid = argv[i];
+    } else {
+      std::fprintf(stderr, "pkeyctl maps: unexpected argument '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (pid.empty() || (pid != "self" && pid.find_first_not_of("0123456789") != std::string::npos)) {
+    std::fprintf(stderr, "usage: pkeyctl maps [--json] PID|self\n");
+    return 2;
+  }
+  const bool self = pid == "self" || pid == std::to_string(::getpid());
+  std::vector<Mapping> mappings;
+  bool has_keys = false;
+  if (!read_smaps(pid, mappings, &has_keys)) {
+    std::fprintf(stderr, "pkeyctl maps: cannot read /proc/%s/smaps\n", pid.c_str());
+    return 1;
+  }
+  // Group by key: from the kernel, or from pkeys' own records.
+  std::string source = "smaps";
+  std::map<int, std::vector<Mapping>> groups;
+  if (has_keys) {
+    for (const Mapping& m : mappings) groups[m.key].push_back(m);
+  } else if (self) {
+    source = "pkeys records";
+    std::vector<pkeys_range> ranges(static_cast<std::size_t>(pkeys_get_ranges(nullptr, 0)));
+    pkeys_get_ranges(ranges.data(), static_cast<int>(ranges.size()));
+    for (const pkeys_range& r : ranges) {
+      const auto start = reinterpret_cast<std::uint64_t>(r.start);
+      const int group = r.pkey >= 0 ? r.pkey : -r.vkey - 1;  // vkeys as negative groups
+      groups[group].push_back({start, start + r.len, prot_string(r.prot), r.vkey ? "vkey " + std::to_string(r.vkey) : "", group});
+    }
+  } else {
+    source = "none";
+  }
+
+  if (json) {
+    std::printf("{\"pid\": \"%s\", \"source\": \"%s\", \"keys\": [", pid.c_str(), source.c_str());
+    bool first = true;
+    for (const auto& [key, list] : groups) {
+      std::uint64_t bytes = 0;
+      for (const Mapping& m : list) bytes += m.end - m.start;
+      std::printf("%s\n  {\"key\": %d, \"bytes\": %llu, \"label\": \"%s\", \"mappings\": [", first ? "" : ",",
+                  key, static_cast<unsigned long long>(bytes), json_escape(label_of(key, self)).c_str());
+      first = false;
+      for (std::size_t i = 0; i < list.size(); ++i)
+        std::printf("%s{\"start\": \"0x%llx\", \"end\": \"0x%llx\", \"perms\": \"%s\", \"name\": \"%s\"}", i ? ", " : "",
+                    static_cast<unsigned long long>(list[i].start), static_cast<unsigned long long>(list[i].end),
+                    list[i].perms.c_str(), json_escape(list[i].name).c_str());
+      std::printf("]}");
+    }
+    std::printf("\n]}\n");
+    return 0;
+  }
+  std::printf("process %s: protection keys from %s\n", pid.c_str(),
+              source == "smaps" ? "/proc/PID/smaps" : source.c_str());
+  if (source == "none") {
+    std::printf("this kernel or CPU reports no ProtectionKey in smaps (no PKU); pkeys' own records exist\n"
+                "only for the calling process: run the program with pkeys and ask it, or use 'self'\n");
+    return 0;
+  }
+  if (!has_keys)
+    std::printf("(the kernel reports no ProtectionKey here: showing the ranges pkeys recorded)\n");
+  for (const auto& [key, list] : groups) {
+    std::uint64_t bytes = 0;
+    for (const Mapping& m : list) bytes += m.end - m.start;
+    const std::string label = label_of(key, self);
+    if (key >= 0)
+      std::printf("key %d%s%s%s: %zu mapping(s), %llu KiB\n", key, label.empty() ? "" : " \"", label.c_str(),
+                  label.empty() ? "" : "\"", list.size(), static_cast<unsigned long long>(bytes / 1024));
+    else
+      std::printf("vkey %d: %zu range(s), %llu KiB\n", -key - 1, list.size(), static_cast<unsigned long long>(bytes / 1024));
+    for (const Mapping& m : list)
+      std::printf("  %012llx-%012llx %s %s\n", static_cast<unsigned long long>(m.start),
+                  static_cast<unsigned long long>(m.end), m.perms.c_str(), m.name.c_str());
+  }
+  return 0;
+}
+
+}  // namespace pkeyctl
