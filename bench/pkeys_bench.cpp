@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <string>
@@ -76,15 +77,18 @@ double run(benchmark::State& state, F&& body) {
   return ns;
 }
 
+// A raw mprotect toggle of one range of `pages` pages (the baseline is 1).
 void BM_RawMprotectToggle(benchmark::State& state) {
-  void* p = map(kPage);
+  const std::size_t len = static_cast<std::size_t>(state.range(0)) * kPage;
+  void* p = map(len);
+  std::memset(p, 1, len);  // populated, as a program's data would be
   run(state, [&] {
-    raw_mprotect(p, kPage, PROT_NONE);
-    raw_mprotect(p, kPage, PROT_READ | PROT_WRITE);
+    raw_mprotect(p, len, PROT_NONE);
+    raw_mprotect(p, len, PROT_READ | PROT_WRITE);
   });
-  ::munmap(p, kPage);
+  ::munmap(p, len);
 }
-BENCHMARK(BM_RawMprotectToggle);
+BENCHMARK(BM_RawMprotectToggle)->ArgName("pages")->Arg(1)->Arg(16)->Arg(256)->Arg(4096);
 
 // The same work as the emulated 64-range case, done with mprotect alone.
 void BM_RawMprotectToggle64Ranges(benchmark::State& state) {
@@ -116,6 +120,7 @@ void BM_EmulatedSwitch(benchmark::State& state) {
   if (!key) return state.SkipWithError("pkey_alloc failed");
   const std::size_t span = ranges == 1 ? pages * kPage : 2 * ranges * kPage;
   auto* base = static_cast<char*>(map(span));
+  std::memset(base, 1, span);
   if (ranges == 1)
     key->protect(base, span, PROT_READ | PROT_WRITE);
   else
@@ -128,7 +133,24 @@ void BM_EmulatedSwitch(benchmark::State& state) {
                  " page(s)");
   ::munmap(base, span);
 }
-BENCHMARK(BM_EmulatedSwitch)->Args({1, 1})->Args({256, 1})->Args({1, 64})->ArgNames({"pages", "ranges"});
+BENCHMARK(BM_EmulatedSwitch)
+    ->Args({1, 1})->Args({16, 1})->Args({256, 1})->Args({4096, 1})->Args({1, 64})
+    ->ArgNames({"pages", "ranges"});
+
+// The inline hardware switch on a key tagging `pages` pages: the cost does
+// not depend on the size.
+void BM_PkuSwitchBySize(benchmark::State& state) {
+  if (!hardware()) return state.SkipWithError("needs the x86-pku backend (no PKU here)");
+  const std::size_t len = static_cast<std::size_t>(state.range(0)) * kPage;
+  auto key = pkeys::key::allocate();
+  auto region = pkeys::region::map(len, PROT_READ | PROT_WRITE, *key);
+  std::memset(region->data(), 1, len);
+  run(state, [&] {
+    (void)key->set(pkeys::rights::no_access());
+    (void)key->set(pkeys::rights::read_write());
+  });
+}
+BENCHMARK(BM_PkuSwitchBySize)->ArgName("pages")->Arg(1)->Arg(16)->Arg(256)->Arg(4096);
 
 void BM_PkuCAbi(benchmark::State& state) {
   if (!hardware()) return state.SkipWithError("needs the x86-pku backend (no PKU here)");

@@ -3,7 +3,7 @@
 # usage: scripts/install-deps.sh [build|test]   (default: test)
 set -euo pipefail
 build_pkgs=(cmake make g++ libgtest-dev libbenchmark-dev libseccomp-dev)
-test_pkgs=(qemu-system-x86 busybox-static cpio gzip pkgconf)
+test_pkgs=(qemu-system-x86 busybox-static cpio gzip pkgconf gnuplot-nox)
 pkgs=("${build_pkgs[@]}")
 [[ ${1:-test} == test ]] && pkgs+=("${test_pkgs[@]}")
 

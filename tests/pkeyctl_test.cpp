@@ -207,3 +207,18 @@ TEST(PkeyctlMaps, GroupsAProcesssMappingsByKey) {
   EXPECT_EQ(run({kPkeyctl, "maps"}).status, 2);
   EXPECT_EQ(run({kPkeyctl, "maps", "999999999"}).status, 1);
 }
+
+#ifdef PKEYS_BENCH_PATH
+TEST(PkeyctlBench, WritesAReportWithPlots) {
+  char dir[] = "/tmp/pkeys-bench-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const Result r = run({kPkeyctl, "bench", "--quick", "--bench", PKEYS_BENCH_PATH, "--out", dir});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  for (const char* f : {"report.md", "results.json", "switch_by_size.png", "threads.png", "vkeys.png"})
+    EXPECT_EQ(::access((std::string(dir) + "/" + f).c_str(), R_OK), 0) << f;
+  const Result md = run({"/bin/cat", std::string(dir) + "/report.md"});
+  EXPECT_TRUE(contains(md.out, "- backend: ")) << md.out;
+  EXPECT_TRUE(contains(md.out, "| BM_RawMprotectToggle/pages:1 |")) << md.out;
+  (void)run({"/bin/rm", "-rf", dir});
+}
+#endif

@@ -8,5 +8,6 @@ int demo(int argc, char** argv);
 int scan(int argc, char** argv);
 int run(int argc, char** argv);
 int maps(int argc, char** argv);
+int bench(int argc, char** argv);
 
 }  // namespace pkeyctl

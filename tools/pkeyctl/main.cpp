@@ -19,6 +19,7 @@ constexpr Command kCommands[] = {
     {"info", pkeyctl::info, "CPU and kernel support, the backend and why, keys and rights"},
     {"demo", pkeyctl::demo, "keep a secret in a key-protected page and show the key at work"},
     {"maps", pkeyctl::maps, "a process's mappings grouped by protection key (--json for scripts)"},
+    {"bench", pkeyctl::bench, "run pkeys_bench and write a report with plots"},
     {"scan", pkeyctl::scan, "find WRPKRU/XRSTOR gadgets in a process or an ELF file"},
     {"run", pkeyctl::run, "run a program with W^X enforced (--deny-wx) or reported (--log-wx)"},
 };
