@@ -146,6 +146,8 @@ bool is_thread_of_self(pid_t tid) noexcept { return raw_tgkill(tid, 0) == 0; }
 
 int thread_rights_signal() noexcept { return g_signal; }
 
+std::mutex& thread_signal_mutex() noexcept { return g_mutex; }
+
 int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
   const int saved_errno = errno;
   std::lock_guard lock(g_mutex);

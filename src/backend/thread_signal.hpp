@@ -18,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <mutex>
 #include <vector>
 
 namespace pkeys::backend {
@@ -35,5 +36,10 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
 
 // The signal number used, after the first call; 0 before.
 int thread_rights_signal() noexcept;
+
+// Held by a cross-thread change while it runs. The Runtime takes it (after
+// its own lock, the order every caller uses) around fork, so that a child
+// never starts with it held.
+std::mutex& thread_signal_mutex() noexcept;
 
 }  // namespace pkeys::backend

@@ -26,11 +26,22 @@ bool valid_rights(unsigned rights) noexcept { return (rights & ~PKEYS_RIGHTS_MAS
 
 }  // namespace
 
+void Runtime::unlock_after_fork() {
+  backend::thread_signal_mutex().unlock();
+  instance().mu_.unlock();
+}
+
 Runtime& Runtime::instance() {
   static Runtime* runtime = [] {
     auto* r = new Runtime();  // never destroyed: in use until the last exit handler
-    ::pthread_atfork([] { instance().mu_.lock(); }, [] { instance().mu_.unlock(); },
-                     [] { instance().mu_.unlock(); });
+    // A child must not start with a lock some other thread held: take them
+    // in the order every caller does (the Runtime's, then the handshake's).
+    ::pthread_atfork(
+        [] {
+          instance().mu_.lock();
+          backend::thread_signal_mutex().lock();
+        },
+        [] { unlock_after_fork(); }, [] { unlock_after_fork(); });
     return r;
   }();
   return *runtime;

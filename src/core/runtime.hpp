@@ -86,6 +86,7 @@ class Runtime {
 
  private:
   Runtime();
+  static void unlock_after_fork();
   // Whether a mapped page still carries `key` (locked).
   bool key_in_use(int key);
   // pkey_mprotect with key -1 (locked): each page keeps its key or vkey.
