@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -84,23 +86,30 @@ std::string find_bench(const std::string& given) {
   return "pkeys_bench";  // from PATH
 }
 
-int run_bench(const std::string& bench, const std::string& json_path, bool quick) {
-  std::vector<std::string> args = {bench, "--benchmark_format=json", "--benchmark_out_format=json",
-                                   "--benchmark_out=" + json_path};
-  if (quick) args.push_back("--benchmark_min_time=0.02");
+// Runs a program (from PATH) with its stdout, and with `quiet` its stderr,
+// discarded; its exit status, or 128 + signal.
+int run_program(std::vector<std::string> args, bool quiet) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     std::freopen("/dev/null", "w", stdout);
+    if (quiet) std::freopen("/dev/null", "w", stderr);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     ::execvp(argv[0], argv.data());
-    std::fprintf(stderr, "pkeyctl bench: cannot run %s: %s\n", bench.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "pkeyctl bench: cannot run %s: %s\n", args[0].c_str(), std::strerror(errno));
     ::_exit(127);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int run_bench(const std::string& bench, const std::string& json_path, bool quick) {
+  std::vector<std::string> args = {bench, "--benchmark_format=json", "--benchmark_out_format=json",
+                                   "--benchmark_out=" + json_path};
+  if (quick) args.push_back("--benchmark_min_time=0.02");
+  return run_program(args, false);
 }
 
 // Writes `rows` (x y...) to DIR/NAME.dat.
@@ -140,8 +149,10 @@ int bench(int argc, char** argv) {
       return 2;
     }
   }
-  if (std::system(("mkdir -p '" + out_dir + "'").c_str()) != 0) {
-    std::fprintf(stderr, "pkeyctl bench: cannot create %s\n", out_dir.c_str());
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "pkeyctl bench: cannot create %s: %s\n", out_dir.c_str(), ec.message().c_str());
     return 1;
   }
   const std::string json_path = out_dir + "/results.json";
@@ -184,7 +195,7 @@ int bench(int argc, char** argv) {
   {
     std::ofstream gp(plot);
     gp << "set terminal pngcairo size 800,500\nset logscale xy\nset grid\nset key top left\nset datafile missing '-1'\n"
-       << "cd '" << out_dir << "'\n"
+       << "cd '" << std::filesystem::absolute(out_dir).string() << "'\n"
        << "set output 'switch_by_size.png'\nset title 'One rights switch (set, then set back) by region size'\n"
        << "set xlabel 'region size (KiB)'\nset ylabel 'ns'\n"
        << "plot 'switch_by_size.dat' using 1:2 with linespoints title 'raw mprotect toggle', "
@@ -197,7 +208,7 @@ int bench(int argc, char** argv) {
        << "plot 'vkeys.dat' using 1:2 with linespoints title 'pkeys virtual keys', "
           "'' using 1:3 with linespoints title 'mprotect alone'\n";
   }
-  if (std::system(("gnuplot '" + plot + "' 2>/dev/null").c_str()) != 0) {
+  if (run_program({"gnuplot", plot}, /*quiet=*/true) != 0) {
     std::fprintf(stderr, "pkeyctl bench: gnuplot failed (install gnuplot-nox); data is in %s\n", out_dir.c_str());
     return 1;
   }
