@@ -51,7 +51,10 @@ Runtime::Runtime() {
   backend::Selection s = backend::select_backend();
   backend_ = std::move(s.backend);
   reason_ = std::move(s.reason);
-  if (backend_) vkeys_ = std::make_unique<VKeys>(*backend_, ranges_, mu_);
+  if (backend_) {
+    per_thread_rights_ = (backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS) != 0;
+    vkeys_ = std::make_unique<VKeys>(*backend_, ranges_, mu_);
+  }
 }
 
 int Runtime::alloc(unsigned flags, unsigned rights) {
@@ -153,10 +156,10 @@ int Runtime::fault_vkey(const siginfo_t* si) noexcept {
 }
 
 int Runtime::set(int key, unsigned rights) {
-  if (!valid_rights(rights) || !is_allocated(key)) return -EINVAL;
+  if (!backend_ || !valid_rights(rights) || !is_allocated(key)) return -EINVAL;
   if (key == 0 && rights != 0) return -EINVAL;  // would lock the thread out of its stack
   // Per-thread rights touch only the caller's register: no lock.
-  if (backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS)
+  if (per_thread_rights_)
     return backend_->set_rights(key, rights, ranges_);
   std::lock_guard lock(mu_);
   if (!is_allocated(key)) return -EINVAL;
@@ -190,17 +193,17 @@ std::vector<pid_t>& Runtime::last_missed() {
 }
 
 int Runtime::set_thread(pid_t tid, int key, unsigned rights) {
-  if (!valid_rights(rights) || !is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
+  if (!backend_ || !valid_rights(rights) || !is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
   if (tid <= 0) return -ESRCH;
   std::unique_lock lock(mu_, std::defer_lock);
-  if (!(backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS)) lock.lock();
+  if (!per_thread_rights_) lock.lock();
   return backend_->set_rights_in(tid, key, rights, ranges_, &last_missed());
 }
 
 int Runtime::set_all(int key, unsigned rights) {
-  if (!valid_rights(rights) || !is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
+  if (!backend_ || !valid_rights(rights) || !is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
   std::unique_lock lock(mu_, std::defer_lock);
-  if (!(backend_->capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS)) lock.lock();
+  if (!per_thread_rights_) lock.lock();
   return backend_->set_rights_in(0, key, rights, ranges_, &last_missed());
 }
 

@@ -96,6 +96,7 @@ class Runtime {
   void update_tagged_count() noexcept { g_tagged_ranges.store(ranges_.size(), std::memory_order_release); }
 
   std::unique_ptr<backend::Backend> backend_;
+  bool per_thread_rights_ = false;  // backend has PKEYS_CAP_PER_THREAD_RIGHTS
   std::string reason_;
   mutable std::mutex mu_;  // guards ranges_, key allocation, emulated rights
   RangeRegistry ranges_;  // keys' ranges and vkeys' ranges (is_vkey_tag)
