@@ -119,7 +119,7 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
   std::lock_guard lock(mu_);
   if (key > 0 && !is_allocated(key)) return -EINVAL;
   const std::uintptr_t end = page_end(start, len);
-  if (int r = key == -1 ? protect_keeping_tags(start, len, prot) : backend_->protect(start, len, prot, key, ranges_);
+  if (int r = key == -1 ? protect_keeping_tags(start, end, len, prot) : backend_->protect(start, len, prot, key, ranges_);
       r < 0)
     return r;
   if (key > 0)
@@ -132,9 +132,9 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
   return 0;
 }
 
-int Runtime::protect_keeping_tags(std::uintptr_t start, std::size_t len, int prot) {
+int Runtime::protect_keeping_tags(std::uintptr_t start, std::uintptr_t end, std::size_t len, int prot) {
   if (ranges_.empty()) return backend_->protect(start, len, prot, -1, ranges_);
-  const auto pieces = ranges_.pieces(start, page_end(start, len));
+  const auto pieces = ranges_.pieces(start, end);
   bool any_vkey = false;
   for (const TaggedRange& p : pieces) any_vkey |= is_vkey_tag(p.key);
   if (!any_vkey) return backend_->protect(start, len, prot, -1, ranges_);

@@ -90,7 +90,8 @@ class Runtime {
   // Whether a mapped page still carries `key` (locked).
   bool key_in_use(int key);
   // pkey_mprotect with key -1 (locked): each page keeps its key or vkey.
-  int protect_keeping_tags(std::uintptr_t start, std::size_t len, int prot);
+  // `end` is start + len rounded up to a page.
+  int protect_keeping_tags(std::uintptr_t start, std::uintptr_t end, std::size_t len, int prot);
   // Bounded spin for the lock from a signal handler; false if not taken.
   bool lock_from_signal_handler() noexcept;
   void update_tagged_count() noexcept { g_tagged_ranges.store(ranges_.size(), std::memory_order_release); }

@@ -259,9 +259,7 @@ int VKeys::evict_locked(int slot) {
     return -EAGAIN;
   // Retag to key 0 with protections enforcing the base rights; each call
   // switches a range atomically, so protection never lapses.
-  ranges_.for_each_of_key(tag(vkey), [&](const TaggedRange& t) {
-    backend_.protect(t.start, t.end - t.start, backend::enforced_prot(t.prot, v->base), 0, ranges_);
-  });
+  (void)enforce_locked(vkey, v->base);  // a range it cannot change was unmapped behind pkeys' back
   sl.vkey = 0;
   v->state.store(kLive, std::memory_order_release);
   evictions_.fetch_add(1, std::memory_order_relaxed);
@@ -284,9 +282,7 @@ int VKeys::load_locked(int vkey, VKey& v, int slot) {
     if (r < 0 && r != -ENOMEM && error == 0) error = r;  // ENOMEM: unmapped behind pkeys' back
   });
   if (error < 0) {  // back to enforcement by page protections
-    ranges_.for_each_of_key(tag(vkey), [&](const TaggedRange& t) {
-      backend_.protect(t.start, t.end - t.start, backend::enforced_prot(t.prot, v.base), 0, ranges_);
-    });
+    (void)enforce_locked(vkey, v.base);
     return error;
   }
   sl.vkey = vkey;

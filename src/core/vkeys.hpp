@@ -108,7 +108,9 @@ class VKeys {
   int evict_locked(int slot);
   bool release_last_slot_locked();
   int load_locked(int vkey, VKey& v, int slot);
-  int enforce_locked(int vkey, unsigned rights);  // mprotect of every range
+  // Retags every range of `vkey` to key 0 with page protections enforcing
+  // `rights`; each call switches a range atomically. First error but ENOMEM.
+  int enforce_locked(int vkey, unsigned rights);
   // Emulation: the rights in force now.
   static unsigned current_rights(const VKey& v) { return v.opens.empty() ? v.base : v.opens.back().second; }
   int tag(int vkey) const { return kVKeyTagBase + vkey; }
