@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeys_bench: the cost of one rights switch (set, then set back), against
 // a raw mprotect toggle of one page and, on PKU hardware, a raw
 // RDPKRU/WRPKRU pair (the floor). Each case reports its time per

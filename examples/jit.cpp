@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A JIT code buffer that is never writable and executable at once.
 //
 // pkeys' code region maps the same memory twice: an executable view the

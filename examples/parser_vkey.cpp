@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A parser whose heap is a virtual key.
 //
 // Each document gets its own arena tagged with its own virtual key, closed

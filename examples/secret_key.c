@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A secret key kept in memory that only the code which needs it can read.
  *
  * The key material lives in a page tagged with a protection key whose

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds pkeys and runs its main job, `pkeyctl demo`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

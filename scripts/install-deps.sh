@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages pkeys needs, by name, when any is missing.
 # usage: scripts/install-deps.sh [build|test]   (default: test)
 set -euo pipefail

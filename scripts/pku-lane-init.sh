@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# SPDX-License-Identifier: MIT
 # /init of the PKU lane's initramfs: runs each test program, prints one
 # result line per program on the serial console, then powers off.
 /bin/busybox --install -s /bin

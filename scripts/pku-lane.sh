@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The PKU lane: runs the test suite against the x86-pku backend by booting a
 # Debian kernel under QEMU's TCG emulator with -cpu max (which emulates PKU)
 # and an initramfs of busybox-static plus the statically linked tests.

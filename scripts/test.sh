@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds pkeys and passes every test:
 #   1. native suite (the backend this machine has: emulated without PKU)
 #   2. the same under AddressSanitizer + UndefinedBehaviorSanitizer

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkey_alloc and pkey_free: argument checks, order, exhaustion.
 #include <gtest/gtest.h>
 

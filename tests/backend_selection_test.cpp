@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // PKEYS_BACKEND: each test binary run sets it (see tests/CMakeLists.txt)
 // and passes the expected outcome in PKEYS_EXPECT.
 #include <gtest/gtest.h>

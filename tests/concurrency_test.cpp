@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Many threads allocating, tagging, switching rights, unmapping and freeing
 // at once: no error, no lost record. Runs under ThreadSanitizer too.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The C++ API: owning keys, checked rights, scoped rights, regions.
 #include <gtest/gtest.h>
 

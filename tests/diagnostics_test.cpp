@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeys_diagnose_faults: the report, checked line by line, from a child
 // that faults; then the hand-over to the previous handler or the default.
 #include <gtest/gtest.h>

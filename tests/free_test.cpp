@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Safe free: a key is freed only when no mapped page carries it.
 #include <gtest/gtest.h>
 

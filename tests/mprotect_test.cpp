@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkey_mprotect: argument checks and nothing changed on failure.
 #include <gtest/gtest.h>
 

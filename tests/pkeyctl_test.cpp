@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl scan and pkeyctl run, as a user runs them.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Execute-only memory, the W^X policy and JIT code regions.
 #include <gtest/gtest.h>
 

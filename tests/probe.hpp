@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Test helpers: touch memory in a forked child and report whether the
 // access faulted, and how; and helpers to map pages.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkey_set, pkey_get, pkey_query, and rights really enforced.
 #include <gtest/gtest.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Signal handlers get the interrupted code's rights on request, and a
 // recovery point restores rights after siglongjmp.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A fresh process: choosing the backend (which probes the kernel) must not
 // leave the thread, or threads it creates, a right to a free key number.
 // Its own program, so that no earlier test has reset the register.

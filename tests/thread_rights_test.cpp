@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Rights of other threads: pkey_set_thread, pkey_set_all,
 // PKEY_ALLOC_ALL_THREADS, and the bounded wait.
 #include <gtest/gtest.h>

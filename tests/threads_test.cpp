@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Rights and threads: per-thread on the hardware, process-wide on the
 // emulation; inheritance by new threads; a freed number's next owner
 // starts clean in every thread.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // 12 threads over 1024 virtual keys: random begin, access and end, each
 // access checked to succeed or fault exactly as the rights say. Faults are
 // recovered in-process with pkeys_sigsetjmp/pkeys_siglongjmp. Runs under

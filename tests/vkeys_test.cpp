@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Virtual keys: any number of domains, enforced on both backends; the
 // hardware key cache, eviction without a lapse, pinning, and pkey_alloc
 // keeping priority over the cache.

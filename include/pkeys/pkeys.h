@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /*
  * pkeys.h - memory protection keys as a managed process resource (C ABI).
  *

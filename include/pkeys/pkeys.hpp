@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeys.hpp - memory protection keys for C++: owning keys, checked rights,
 // scoped rights changes and tagged memory regions.
 //

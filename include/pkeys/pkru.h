@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /*
  * pkru.h - the x86 PKRU register, read and written directly.
  *

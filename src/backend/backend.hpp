@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Backend: how a platform enforces key rights. One self-contained unit per
 // platform behind this interface; the Runtime (core) decides what is
 // allowed, a backend only does it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "backend/emulated.hpp"
 
 #include <sys/mman.h>

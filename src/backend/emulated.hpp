@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The emulated backend: protection keys on any Linux, enforced with
 // mprotect.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "backend/select.hpp"
 
 #include <cstdlib>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Chooses the backend at first use, from PKEYS_BACKEND and what the CPU and
 // kernel offer.
 #pragma once

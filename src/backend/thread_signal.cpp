@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "backend/thread_signal.hpp"
 
 #include <dirent.h>

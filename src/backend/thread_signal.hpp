@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Changing the PKRU of other threads of this process: a signal handshake.
 //
 // PKRU is per-thread CPU state that only its own thread can write. To change

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "backend/x86_pku.hpp"
 
 #include <sys/syscall.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The x86 PKU backend: the kernel's protection keys, enforced by the CPU.
 //
 // Keys come from the kernel's pkey_alloc (by syscall number, so an old

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // JIT code regions: one memfd mapped executable and, separately, writable
 // under a virtual key, so no mapping is ever writable and executable.
 // Built on the public API only.

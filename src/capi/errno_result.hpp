@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The C ABI's return convention: -1 with errno on failure; on success the
 // caller's errno is left as it was, whatever pkeys did inside.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mmap, munmap, mremap and mprotect, interposed so that pkeys' records
 // follow the program's mappings: a range that is unmapped or mapped anew no
 // longer carries its key (safe free depends on it), and on the emulation a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The C ABI: a thin layer over the core Runtime.
 #include "pkeys/pkeys.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "core/diagnostics.hpp"
 
 #include <signal.h>

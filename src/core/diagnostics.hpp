@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The opt-in SIGSEGV handler behind pkeys_diagnose_faults.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "core/fault_report.hpp"
 
 #include <sys/mman.h>

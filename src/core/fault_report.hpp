@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The report pkeys_diagnose_faults writes for a fault caused by a key.
 // Formatting is async-signal-safe: no allocation, no stdio.
 #pragma once

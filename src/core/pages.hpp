@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Page size and page rounding.
 #pragma once
 

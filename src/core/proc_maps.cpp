@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "core/proc_maps.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Readers for /proc/PID/maps and /proc/PID/smaps.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "core/range_registry.hpp"
 
 #include <algorithm>

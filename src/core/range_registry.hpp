@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RangeRegistry: which address ranges carry which key, with the page
 // protection the program asked for.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Runtime: the process-wide key manager behind both APIs.
 //
 // It owns the key table and the range registry and decides what is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "core/vkeys.hpp"
 
 #include <x86intrin.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // VKeys: any number of virtual protection keys over the hardware's few.
 //
 // A virtual key (vkey) tags ranges and has process-wide rights (its

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "core/wx_policy.hpp"
 
 #include <sys/mman.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The process-wide W^X policy for pkeys' own protection calls.
 #pragma once
 

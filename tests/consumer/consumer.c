@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Uses an installed pkeys: a key, a tagged page, a rights change. */
 #define _GNU_SOURCE
 #include <pkeys/pkeys.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs the build in BUILD_DIR into a scratch prefix, then builds and
 # runs a tiny consumer against it both ways: pkg-config and CMake.
 # usage: tests/consumer/run.sh BUILD_DIR

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* _start for the freestanding scan targets: sleep 30 s, then exit 0. */
 struct pkeys_test_timespec {
   long sec, nsec;

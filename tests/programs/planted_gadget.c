@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* A freestanding ELF (no libc, whose own code holds XRSTORs) with a WRPKRU
  * and an XRSTOR planted in functions that are never called, for pkeyctl
  * scan's tests. It sleeps 30 s so that a live process can be scanned. */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Tags two pages with a labelled key, prints "KEY ADDRESS", and sleeps 30 s
 // so that pkeyctl maps can look at it.
 #include <unistd.h>

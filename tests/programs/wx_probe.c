@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 /* Tries to get writable-and-executable memory through libc and through
  * raw system calls ("bad"), or does W then X the proper way ("good");
  * prints one line per attempt: NAME: ok | ERRNO-NAME. */

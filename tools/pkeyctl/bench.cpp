@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl bench: runs pkeys_bench and writes a report (Markdown) with plots
 // (gnuplot, PNG) of the switch cost against region size and of the scaling
 // with threads and virtual keys, naming the machine and backend.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl's subcommands. Each returns the process exit status.
 #pragma once
 

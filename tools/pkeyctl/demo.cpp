@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl demo: keep a secret in a key-protected page, show that reading it
 // faults while access is disabled and works once granted.
 #include <signal.h>

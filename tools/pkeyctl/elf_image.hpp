@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A read-only view of an ELF64 file: executable sections, program
 // headers, function symbols and pkeys' sanctioned WRPKRU sites.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl info: what this machine offers and what pkeys chose.
 #include <cpuid.h>
 #include <sys/syscall.h>

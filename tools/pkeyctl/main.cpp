@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl: inspect and demonstrate memory protection keys.
 //
 // Exit status: 0 success, 1 the operation failed, 2 usage error.

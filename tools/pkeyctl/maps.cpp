@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl maps: every mapping of a process with its protection key, grouped
 // by key, from the ProtectionKey field of /proc/PID/smaps. Where the kernel
 // or CPU reports no keys it says so, and for its own process falls back to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl run: W^X for unmodified programs.
 //
 // --deny-wx installs a seccomp filter before exec that fails mmap, mmap2,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // pkeyctl scan: finds the instructions that change protection-key rights
 // (WRPKRU, 0F 01 EF, and XRSTOR, 0F AE /5 with a memory operand) at every
 // byte offset of executable code, as ERIM's binary inspection does: an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "arch/x86_64/cpu_features.hpp"
 
 #include <cpuid.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the CPU says about protection keys (CPUID leaf 7 and leaf 0xD).
 #pragma once
 

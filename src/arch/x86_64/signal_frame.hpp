@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The PKRU value saved in an x86-64 signal frame.
 //
 // On signal delivery the kernel saves the interrupted code's PKRU in the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Raw x86-64 system calls that return -errno instead of touching errno.
 //
 // pkeys interposes mmap, munmap, mremap and mprotect, and runs code in
