@@ -27,9 +27,22 @@
  *
  * Every function returns -1 and sets errno on failure, and then has
  * changed nothing.
+ *
+ * The header compiles as C99 and later (strict ISO modes included) and as
+ * C++. The functions that take POSIX signal types (siginfo_t, sigjmp_buf)
+ * are declared where <signal.h> and <setjmp.h> define those types: in C++,
+ * and in C with POSIX enabled (the compilers' default gnu modes,
+ * _POSIX_C_SOURCE >= 199309L, _XOPEN_SOURCE >= 500 or _GNU_SOURCE, defined
+ * before the first #include); PKEYS_HAVE_POSIX_SIGNALS is 1 then. Strict
+ * ISO C (-std=c11 alone) has no SA_SIGINFO handlers to call them from.
  */
 #ifndef PKEYS_PKEYS_H
 #define PKEYS_PKEYS_H
+
+/* The version of this header; pkeys_version() gives the library's. */
+#define PKEYS_VERSION_MAJOR 0
+#define PKEYS_VERSION_MINOR 1
+#define PKEYS_VERSION_PATCH 0
 
 #include <setjmp.h>
 #include <signal.h>
@@ -40,6 +53,14 @@
 
 #ifndef __THROW
 #define __THROW
+#endif
+
+#if defined(__cplusplus) || defined(_GNU_SOURCE) || \
+    (defined(_POSIX_C_SOURCE) && (_POSIX_C_SOURCE - 0) >= 199309L) || \
+    (defined(_XOPEN_SOURCE) && (_XOPEN_SOURCE - 0) >= 500)
+#define PKEYS_HAVE_POSIX_SIGNALS 1
+#else
+#define PKEYS_HAVE_POSIX_SIGNALS 0
 #endif
 
 /* Symbols the library exports; everything else in it is hidden. */
@@ -143,6 +164,7 @@ PKEYS_API int pkeys_sync_threads(void) __THROW;
  * Async-signal-safe. No-op on the emulation (rights are process-wide). */
 PKEYS_API int pkeys_signal_enter(const void *ucontext) __THROW;
 
+#if PKEYS_HAVE_POSIX_SIGNALS
 /* A recovery point that also restores the thread's rights:
  *
  *   static pkeys_sigjmp_buf env;
@@ -160,6 +182,7 @@ typedef struct {
   ((env)[0].rights = pkeys_rights_save(), sigsetjmp((env)[0].jmp, (savemask)))
 
 PKEYS_API void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW __attribute__((noreturn));
+#endif /* PKEYS_HAVE_POSIX_SIGNALS */
 
 /* The calling thread's rights on every key, and their restoration (keys
  * allocated now only). Async-signal-safe. */
@@ -237,8 +260,10 @@ PKEYS_API int pkeys_vkey_set(int vkey, unsigned int access_rights) __THROW;
 /* A vkey's process-wide rights. EINVAL not a vkey. */
 PKEYS_API int pkeys_vkey_get(int vkey) __THROW;
 
+#if PKEYS_HAVE_POSIX_SIGNALS
 /* The vkey behind a SIGSEGV, or -1. Async-signal-safe. */
 PKEYS_API int pkeys_vkey_fault(const siginfo_t *si) __THROW;
+#endif
 
 struct pkeys_vkey_stats {
   unsigned long long hits;       /* begins on a vkey holding a hardware key */
@@ -344,10 +369,17 @@ PKEYS_API unsigned int pkeys_capabilities(void) __THROW;
 /* Number of key numbers, key 0 included (16 on x86). 0 without a backend. */
 PKEYS_API int pkeys_max_keys(void) __THROW;
 
+#if PKEYS_HAVE_POSIX_SIGNALS
 /* For a SIGSEGV raised by a key's rights, the key guarding the faulting
  * address (from si_pkey on the hardware, from pkeys' records on the
  * emulation); -1 for any other signal. Async-signal-safe. */
 PKEYS_API int pkeys_fault_pkey(const siginfo_t *si) __THROW;
+#endif
+
+/* The library's version, "MAJOR.MINOR.PATCH" (static storage): the
+ * libpkeys the program runs with, which may be newer than the
+ * PKEYS_VERSION_* it was compiled against. */
+PKEYS_API const char *pkeys_version(void) __THROW;
 
 #ifdef __cplusplus
 }
