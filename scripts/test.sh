@@ -92,6 +92,8 @@ ctest_step() {  # ctest_step NAME DESCRIPTION CC CXX DIR "CTEST ARGS" CMAKE ARGS
   [[ -n $total && $total -gt 0 ]] || fail "$desc (no test ran)" "$log"
   printf 'ok    %s: %d tests, %d passed, %d skipped in %s — log: %s\n' "$desc" "$total" \
     $((total - ${failed:-0} - skipped)) "$skipped" "$(elapsed $((SECONDS - start)))" "$(show "$log")"
+  all_passed=$((all_passed + total - ${failed:-0} - skipped))
+  all_skipped=$((all_skipped + skipped))
 }
 
 lane_step() {
@@ -110,8 +112,13 @@ lane_step() {
   printf 'ok    %s: test programs passed on %s in %s — log: %s\n' "$desc" \
     "$(sed -n 's/^  ok   kernel \([^:]*\): \([0-9]*\) of \([0-9]*\) .*/\1 \2\/\3/p' "$log" | paste -sd, | sed 's/,/, /g')" \
     "$(elapsed $((SECONDS - start)))" "$(show "$log")"
+  local n
+  for n in $(sed -n 's/^  ok   kernel [^:]*: \([0-9]*\) of .*/\1/p' "$log"); do
+    all_passed=$((all_passed + n))
+  done
 }
 
+all_passed=0 all_skipped=0
 steps=${PKEYS_STEPS:-native clang asan tsan lane}
 begin=$SECONDS
 for step in $steps; do
@@ -129,3 +136,5 @@ for step in $steps; do
   esac
 done
 printf 'all steps passed (%s) in %s\n' "$steps" "$(elapsed $((SECONDS - begin)))"
+# The closing line CI reads: ctest cases of every step plus the lane's programs.
+printf 'tests: %d passed, 0 failed, %d skipped\n' "$all_passed" "$all_skipped"
