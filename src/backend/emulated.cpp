@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "arch/x86_64/syscall.hpp"
-#include "core/pages.hpp"
+#include "os/pages.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::backend {
@@ -43,7 +43,7 @@ int EmulatedBackend::protect(std::uintptr_t addr, std::size_t len, int prot, int
   // Key -1 keeps each page's key: tagged pieces stay enforced.
   const auto pieces = ranges.pieces(addr, addr + len);
   if (pieces.size() == 1 && pieces[0].key == 0) return static_cast<int>(raw_mprotect(addr, len, prot));
-  if (long r = core::check_mapped(addr, len); r < 0) return static_cast<int>(r);
+  if (long r = os::check_mapped(addr, len); r < 0) return static_cast<int>(r);
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
     // Only keys of this backend; the Runtime handles virtual-key pieces.

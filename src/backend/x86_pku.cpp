@@ -9,7 +9,7 @@
 #include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
 #include "backend/thread_signal.hpp"
-#include "core/proc_maps.hpp"
+#include "os/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 #include "pkeys/pkru.h"
 
@@ -130,19 +130,6 @@ int X86PkuBackend::fault_key(const siginfo_t& si, const core::RangeRegistry&) co
   return static_cast<int>(si.si_pkey);
 }
 
-int X86PkuBackend::key_in_use(int key) const noexcept {
-  bool field_seen = false, in_use = false;
-  try {
-    const bool read = core::for_each_mapping(0, [&](const core::Mapping& m) {
-      if (m.protection_key < 0) return;
-      field_seen = true;
-      in_use |= m.protection_key == key;
-    });
-    if (!read || !field_seen) return -ENOSYS;
-  } catch (...) {
-    return -ENOSYS;
-  }
-  return in_use ? 1 : 0;
-}
+int X86PkuBackend::key_in_use(int key) const noexcept { return os::kernel_key_in_use(key); }
 
 }  // namespace pkeys::backend

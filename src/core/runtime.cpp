@@ -13,8 +13,8 @@
 #include "arch/x86_64/syscall.hpp"
 #include "backend/select.hpp"
 #include "backend/thread_signal.hpp"
-#include "core/pages.hpp"
-#include "core/proc_maps.hpp"
+#include "os/pages.hpp"
+#include "os/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
@@ -91,7 +91,7 @@ bool Runtime::key_in_use(int key) {
   }
   if (!ranges_.has_key(key)) return false;
   // Ranges unmapped by raw system calls, which pkeys did not see.
-  ranges_.keep_only(mapped_ranges_of_self());
+  ranges_.keep_only(os::mapped_ranges_of_self());
   update_tagged_count();
   return ranges_.has_key(key);
 }
@@ -119,7 +119,7 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
   }
   std::lock_guard lock(mu_);
   if (key > 0 && !is_allocated(key)) return -EINVAL;
-  const std::uintptr_t end = page_end(start, len);
+  const std::uintptr_t end = os::page_end(start, len);
   if (int r = key == -1 ? protect_keeping_tags(start, end, len, prot) : backend_->protect(start, len, prot, key, ranges_);
       r < 0)
     return r;
@@ -140,7 +140,7 @@ int Runtime::protect_keeping_tags(std::uintptr_t start, std::uintptr_t end, std:
   for (const TaggedRange& p : pieces) any_vkey |= is_vkey_tag(p.key);
   if (!any_vkey) return backend_->protect(start, len, prot, -1, ranges_);
   // Virtual-key pieces are enforced by the vkey layer, the rest by the backend.
-  if (const long r = check_mapped(start, len); r < 0) return static_cast<int>(r);  // change nothing
+  if (const long r = os::check_mapped(start, len); r < 0) return static_cast<int>(r);  // change nothing
   for (const TaggedRange& p : pieces) {
     const int r = is_vkey_tag(p.key) ? vkeys_->reprotect_locked(p, prot)
                                      : backend_->protect(p.start, p.end - p.start, prot, -1, ranges_);
@@ -241,7 +241,7 @@ int Runtime::make_execute_only(void* addr, std::size_t len) {
   }
   const auto start = reinterpret_cast<std::uintptr_t>(addr);
   if (int r = backend_->protect(start, len, PROT_EXEC, execute_only_key_, ranges_); r < 0) return r;
-  ranges_.erase(start, page_end(start, len));  // no longer a key's or a vkey's
+  ranges_.erase(start, os::page_end(start, len));  // no longer a key's or a vkey's
   update_tagged_count();
   return 0;
 }
@@ -310,7 +310,7 @@ long Runtime::unmap(void* addr, std::size_t len) {
   const long r = sys::raw_syscall(SYS_munmap, reinterpret_cast<long>(addr), static_cast<long>(len));
   if (r == 0) {
     const auto start = reinterpret_cast<std::uintptr_t>(addr);
-    ranges_.erase(start, page_end(start, len));
+    ranges_.erase(start, os::page_end(start, len));
     update_tagged_count();
   }
   return r;
@@ -322,7 +322,7 @@ long Runtime::map(void* addr, std::size_t len, int prot, int flags, int fd, long
                                   prot, flags, fd, offset);
   if (r >= 0 || r < -4095) {  // success: an address, which may look negative
     const auto start = static_cast<std::uintptr_t>(r);
-    ranges_.erase(start, page_end(start, len));
+    ranges_.erase(start, os::page_end(start, len));
     update_tagged_count();
   }
   return r;
@@ -336,10 +336,10 @@ long Runtime::remap(void* old_addr, std::size_t old_len, std::size_t new_len, in
                                   reinterpret_cast<long>(new_addr));
   if (r >= 0 || r < -4095) {
     const auto from = reinterpret_cast<std::uintptr_t>(old_addr);
-    const std::uintptr_t mask = page_size() - 1;
+    const std::uintptr_t mask = os::page_size() - 1;
     if (flags & MREMAP_FIXED) {
       const auto to = reinterpret_cast<std::uintptr_t>(new_addr);
-      ranges_.erase(to, page_end(to, new_len));  // MREMAP_FIXED unmaps what was there
+      ranges_.erase(to, os::page_end(to, new_len));  // MREMAP_FIXED unmaps what was there
     }
     ranges_.move(from, (old_len + mask) & ~mask, static_cast<std::uintptr_t>(r),
                  (new_len + mask) & ~mask);

@@ -7,8 +7,8 @@
 #include <cstdlib>
 #include <vector>
 
-#include "core/pages.hpp"
-#include "core/proc_maps.hpp"
+#include "os/pages.hpp"
+#include "os/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
@@ -104,7 +104,7 @@ int VKeys::destroy(int vkey) {
   if ((s & kPinMask) != 0 || !v->opens.empty()) return -EBUSY;
   if (ranges_.has_key(tag(vkey))) {
     // Ranges unmapped by raw system calls no longer count.
-    ranges_.keep_only(mapped_ranges_of_self());
+    ranges_.keep_only(os::mapped_ranges_of_self());
     g_tagged_ranges.store(ranges_.size(), std::memory_order_release);
     if (ranges_.has_key(tag(vkey))) return -EBUSY;
   }
@@ -127,7 +127,7 @@ int VKeys::protect(std::uintptr_t start, std::size_t len, int prot, int vkey) {
     r = backend_.protect(start, len, backend::enforced_prot(prot, current_rights(*v)), 0, ranges_);
   }
   if (r < 0) return r;
-  ranges_.assign(start, page_end(start, len), tag(vkey), prot);
+  ranges_.assign(start, os::page_end(start, len), tag(vkey), prot);
   g_tagged_ranges.store(ranges_.size(), std::memory_order_release);
   return 0;
 }
