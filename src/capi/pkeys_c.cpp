@@ -112,9 +112,11 @@ void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW {
   siglongjmp(env[0].jmp, val);
 }
 
-int pkey_label(int pkey, const char* label) __THROW {
+int pkeys_set_label(int pkey, const char* label) __THROW {
   return call([&](Runtime& rt) { return rt.set_label(pkey, label); });
 }
+
+int pkey_label(int pkey, const char* label) __THROW { return pkeys_set_label(pkey, label); }
 
 int pkeys_get_label(int pkey, char* buf, size_t len) __THROW {
   return call([&](Runtime& rt) { return rt.get_label(pkey, buf, len); });

@@ -11,7 +11,7 @@ namespace pkeys::core {
 
 constinit KeyTable g_key_table;
 
-static_assert(KeyTable::kAllocAllThreads == PKEY_ALLOC_ALL_THREADS);
+static_assert(KeyTable::kAllocAllThreads == PKEYS_ALLOC_ALL_THREADS);
 static_assert(valid_rights(PKEYS_RIGHTS_MASK) && !valid_rights(PKEYS_RIGHTS_MASK + 1));
 
 int KeyTable::acquire(backend::Backend& backend, KeyDonor& donor, unsigned rights) {

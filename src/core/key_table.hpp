@@ -38,7 +38,7 @@ constexpr bool valid_rights(unsigned rights) noexcept { return (rights & ~0x3u) 
 class KeyTable {
  public:
   static constexpr int kKeyLimit = 64;  // key numbers the table can hold
-  static constexpr unsigned kAllocAllThreads = 0x40000000u;  // PKEY_ALLOC_ALL_THREADS
+  static constexpr unsigned kAllocAllThreads = 0x40000000u;  // PKEYS_ALLOC_ALL_THREADS
 
   constexpr KeyTable() = default;
 
