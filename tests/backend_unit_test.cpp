@@ -25,6 +25,43 @@ using pkeys::backend::EmulatedBackend;
 static_assert(pkeys::backend::KeyHardware<EmulatedBackend>);
 static_assert(EmulatedBackend::kFeatures == 0, "the emulation claims no hardware feature");
 
+// The concept holds a backend to its features. FakeKeys has the key
+// operations and nothing optional.
+class FakeKeys : public pkeys::backend::Backend {
+ public:
+  static constexpr const char* kName = "fake";
+  static constexpr int kMaxKeys = 16;
+  const char* name() const noexcept override { return kName; }
+  unsigned capabilities() const noexcept override { return 0; }
+  int max_keys() const noexcept override { return kMaxKeys; }
+  int acquire_key(unsigned) noexcept override { return -ENOSPC; }
+  int release_key(int) noexcept override { return 0; }
+  int protect(std::uintptr_t, std::size_t, int, int) noexcept override { return 0; }
+  int set_rights(int, unsigned) noexcept override { return 0; }
+  unsigned get_rights(int) const noexcept override { return 0; }
+  int set_rights_in(pid_t, int, unsigned, std::vector<pid_t>*) noexcept override { return 0; }
+};
+// Without hardware, rights are page protections: it must accept a host.
+struct NoHost final : FakeKeys {
+  static constexpr unsigned kFeatures = 0;
+};
+struct WithHost final : FakeKeys {
+  static constexpr unsigned kFeatures = 0;
+  void attach(pkeys::backend::PageProtections&) noexcept override {}
+};
+// Claiming si_pkey obliges it to read it.
+struct ClaimsFaultPkey final : FakeKeys {
+  static constexpr unsigned kFeatures = pkeys::backend::kHardware | pkeys::backend::kFaultPkey;
+};
+// Per-thread rights must be saved, restored and adopted.
+struct ClaimsPerThreadRights final : FakeKeys {
+  static constexpr unsigned kFeatures = pkeys::backend::kHardware | pkeys::backend::kPerThreadRights;
+};
+static_assert(!pkeys::backend::KeyHardware<NoHost>);
+static_assert(pkeys::backend::KeyHardware<WithHost>);
+static_assert(!pkeys::backend::KeyHardware<ClaimsFaultPkey>);
+static_assert(!pkeys::backend::KeyHardware<ClaimsPerThreadRights>);
+
 // Records what the backend asks of the core; fails on demand.
 class FakePages final : public pkeys::backend::PageProtections {
  public:

@@ -175,7 +175,7 @@ PKEYS_API void pkeys_rights_restore(unsigned long long saved) __THROW;
  * are kept; NULL clears). EINVAL: key not allocated. */
 PKEYS_API int pkeys_set_label(int pkey, const char *label) __THROW;
 
-/* pkeys_set_label under its first name, kept as an alias (same symbol
+/* pkeys_set_label under its first name, kept as an alias (same
  * behaviour); new code should use pkeys_set_label, the pair of
  * pkeys_get_label. */
 PKEYS_API int pkey_label(int pkey, const char *label) __THROW;
