@@ -93,6 +93,12 @@ int pkeys_sync_missed(pid_t* tids, int max) __THROW {
 }
 
 int pkeys_signal_enter(const void* ucontext) __THROW {
+  // The input first, so that NULL fails alike before and after the Runtime
+  // exists.
+  if (!ucontext) {
+    errno = EINVAL;
+    return -1;
+  }
   const int saved_errno = errno;  // a signal handler's first call
   // Never constructs the Runtime here: without it no key exists to adopt.
   Runtime* rt = Runtime::if_constructed();
@@ -159,6 +165,7 @@ int pkeys_vkey_get(int vkey) __THROW {
 }
 
 int pkeys_vkey_fault(const siginfo_t* si) __THROW {
+  if (!si) return -1;  // the input first: before and after the Runtime exists
   const int saved_errno = errno;
   Runtime* rt = Runtime::if_constructed();  // a signal handler's call: never constructs
   const int vkey = rt ? rt->fault_vkey(si) : -1;
@@ -237,6 +244,7 @@ unsigned int pkeys_capabilities(void) __THROW { return Runtime::instance().capab
 int pkeys_max_keys(void) __THROW { return Runtime::instance().max_keys(); }
 
 int pkeys_fault_pkey(const siginfo_t* si) __THROW {
+  if (!si) return -1;  // the input first: before and after the Runtime exists
   const int saved_errno = errno;  // called from signal handlers
   Runtime* rt = Runtime::if_constructed();  // never constructs: without it no key exists
   const int key = rt ? rt->fault_key(si) : -1;
