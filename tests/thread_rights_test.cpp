@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -286,4 +287,39 @@ TEST(SyncThreads, HandshakeReachesEveryThread) {
   Worker a, b, c;
   EXPECT_EQ(pkeys_sync_threads(), 0);
   EXPECT_EQ(pkeys_sync_missed(nullptr, 0), 0);
+}
+
+// fork() while another thread is inside a handshake (waiting for a thread
+// that blocks the signal): the child must not inherit the handshake's lock
+// held, on every backend, or its first pkeys_sync_threads never returns.
+TEST(SyncThreads, ForkDuringAHandshakeLeavesTheChildAUsableOne) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer's own background thread blocks every signal: unreachable by design";
+#endif
+  ::setenv("PKEYS_SYNC_TIMEOUT_MS", "1000", 1);
+  std::atomic<bool> release{false}, blocking{false};
+  std::thread blocker([&] {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    blocking = true;
+    while (!release) ::usleep(1000);
+  });
+  while (!blocking) std::this_thread::yield();
+  std::thread syncer([] { (void)pkeys_sync_threads(); });  // waits for the blocker, lock held
+  ::usleep(100 * 1000);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(5);  // a child left with the lock held hangs: SIGALRM ends it
+    _exit(pkeys_sync_threads() == 0 ? 0 : 1);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  release = true;
+  syncer.join();
+  blocker.join();
+  ::unsetenv("PKEYS_SYNC_TIMEOUT_MS");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the child's handshake " << (WIFSIGNALED(status) ? "hung" : "failed");
 }

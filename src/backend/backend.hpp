@@ -97,12 +97,16 @@ class Backend {
   virtual void attach(PageProtections&) noexcept {}
 
   // Around fork(): take the backend's own locks (after the core's), and
-  // release them in parent and child.
-  virtual void prepare_fork() noexcept {}
-  virtual void after_fork() noexcept {}
+  // release them in parent and child. By default the handshake's, which
+  // every backend's sync_threads uses: a child must never start with it held.
+  virtual void prepare_fork() noexcept;
+  virtual void after_fork() noexcept;
 };
 
 // The handshake alone, for a process with no usable backend.
 int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept;
+// Fork hooks for a process with no usable backend: the handshake's lock.
+void prepare_fork_without_backend() noexcept;
+void after_fork_without_backend() noexcept;
 
 }  // namespace pkeys::backend

@@ -42,8 +42,8 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
 // The signal number used, after the first call; 0 before.
 int thread_rights_signal() noexcept;
 
-// Held by a cross-thread change while it runs. The x86 backend's fork hooks
-// take it (after the core's lock, the order every caller uses), so that a
+// Held by a cross-thread change while it runs. The backends' fork hooks
+// (Backend::prepare_fork) take it (after the core's lock, the order every caller uses), so that a
 // child never starts with it held.
 std::mutex& thread_signal_mutex() noexcept;
 

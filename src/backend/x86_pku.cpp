@@ -129,8 +129,4 @@ int X86PkuBackend::fault_key(const siginfo_t& si) const noexcept {
   return static_cast<int>(si.si_pkey);
 }
 
-void X86PkuBackend::prepare_fork() noexcept { thread_signal_mutex().lock(); }
-
-void X86PkuBackend::after_fork() noexcept { thread_signal_mutex().unlock(); }
-
 }  // namespace pkeys::backend

@@ -38,8 +38,6 @@ class X86PkuBackend final : public Backend {
   unsigned interrupted_rights(const void* ucontext, int key) const noexcept override;
   int adopt_interrupted_rights(const void* ucontext) noexcept override;
   int fault_key(const siginfo_t& si) const noexcept override;
-  void prepare_fork() noexcept override;
-  void after_fork() noexcept override;
 
   // Probes the kernel: true when pkey_alloc works here.
   static bool kernel_supports_pkeys() noexcept;

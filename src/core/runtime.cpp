@@ -32,12 +32,19 @@ Runtime::Runtime(std::unique_ptr<backend::Backend> backend, std::string reason)
 void Runtime::prepare_fork() noexcept {
   Runtime& rt = instance();
   rt.space_.lock();
-  if (rt.backend_) rt.backend_->prepare_fork();
+  // The handshake's lock too, with or without a backend (sync_threads uses it).
+  if (rt.backend_)
+    rt.backend_->prepare_fork();
+  else
+    backend::prepare_fork_without_backend();
 }
 
 void Runtime::after_fork() noexcept {
   Runtime& rt = instance();
-  if (rt.backend_) rt.backend_->after_fork();
+  if (rt.backend_)
+    rt.backend_->after_fork();
+  else
+    backend::after_fork_without_backend();
   rt.space_.unlock();
 }
 
