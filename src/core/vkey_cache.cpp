@@ -143,10 +143,6 @@ int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
   return 0;
 }
 
-void VKeyCache::drop_locked(VKeyRecord& v) noexcept {
-  if (const int slot = v.slot(); slot >= 0) slots_[static_cast<std::size_t>(slot)].vkey = 0;
-}
-
 bool VKeyCache::give_back_key_locked() {
   if (slot_count_ == 0) return false;
   Slot& sl = slots_[static_cast<std::size_t>(slot_count_ - 1)];

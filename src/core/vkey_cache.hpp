@@ -48,8 +48,8 @@ class VKeyCache {
   // --- under the lock ----------------------------------------------------
   // Evicts the vkey in `slot`: -EAGAIN when a thread pinned it meanwhile.
   int evict_locked(int slot);
-  // `vkey` was destroyed: its slot, if any, is free.
-  void drop_locked(VKeyRecord& v) noexcept;
+  // The vkey in `slot` was destroyed: the slot is free.
+  void drop_locked(int slot) noexcept { slots_[static_cast<std::size_t>(slot)].vkey = 0; }
   // Gives a cached hardware key back to the backend (the last slot,
   // evicted first). False when the cache holds none or it is pinned.
   bool give_back_key_locked();

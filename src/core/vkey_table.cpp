@@ -46,7 +46,9 @@ int VKeyTable::create_locked(unsigned rights) {
 }
 
 void VKeyTable::destroy_locked(int vkey, VKeyRecord& v) {
-  free_ids_.reserve(free_ids_.size() + 1);  // may throw: before anything changes
+  // May throw: before anything changes. Geometric, or destroying n vkeys
+  // in a row would copy the list n times.
+  if (free_ids_.size() == free_ids_.capacity()) free_ids_.reserve(free_ids_.empty() ? 64 : 2 * free_ids_.size());
   v.state.store(0, std::memory_order_release);
   free_ids_.push_back(vkey);
   --live_;

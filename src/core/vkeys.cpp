@@ -40,8 +40,9 @@ int VKeys::destroy(int vkey) {
   if (!v) return -EINVAL;
   if (v->pinned() || !v->opens.empty()) return -EBUSY;
   if (space_.tag_in_use_locked(Tag::vkey(vkey))) return -EBUSY;
-  if (cache_) cache_->drop_locked(*v);
-  table_.destroy_locked(vkey, *v);
+  const int slot = v->slot();
+  table_.destroy_locked(vkey, *v);  // may throw, before any change: then the slot stays the vkey's
+  if (cache_ && slot >= 0) cache_->drop_locked(slot);
   return 0;
 }
 
