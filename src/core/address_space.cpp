@@ -18,8 +18,10 @@ constinit std::atomic<std::size_t> AddressSpace::tagged_ranges_{0};
 namespace {
 
 // Set while this thread takes or holds the lock: a signal handler that
-// interrupted it must not wait for it.
-thread_local bool t_holds_lock = false;
+// interrupted it must not wait for it. Initial-exec: in a dlopen'ed
+// library the default model may allocate this thread's block at its first
+// access, which can be in a signal handler.
+__attribute__((tls_model("initial-exec"))) thread_local bool t_holds_lock = false;
 
 bool succeeded(long r) noexcept { return r >= 0 || r < -4095; }  // an address may look negative
 
