@@ -13,6 +13,8 @@ int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept {
     return apply_in_threads({-1, 0}, kOtherThreads, missed);
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
+  } catch (...) {  // a lock that failed: nothing was applied
+    return -EIO;
   }
 }
 

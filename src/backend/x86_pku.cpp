@@ -31,6 +31,8 @@ int reset_in_other_threads(int key) noexcept {
     return apply_in_threads({key, PKEY_DISABLE_ACCESS}, kOtherThreads, nullptr);
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
+  } catch (...) {  // a lock that failed: nothing was applied
+    return -EIO;
   }
 }
 
@@ -96,6 +98,8 @@ int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vecto
     return r;
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
+  } catch (...) {  // a lock that failed: nothing was applied
+    return -EIO;
   }
 }
 

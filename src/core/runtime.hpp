@@ -99,7 +99,7 @@ class Runtime {
   static constinit std::atomic<Runtime*> constructed_;
   std::unique_ptr<backend::Backend> backend_;
   std::string reason_;
-  KeyTable& keys_ = g_key_table;
+  static constexpr KeyTable& keys_ = g_key_table;
   AddressSpace space_;
   std::optional<VKeys> vkeys_;  // with a backend
 };

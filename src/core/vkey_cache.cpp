@@ -13,14 +13,6 @@ namespace {
 
 constexpr unsigned kNoAccess = PKEY_DISABLE_ACCESS;
 
-// Each thread counts its hits in one shard, so begin stays free of shared
-// read-modify-writes.
-std::size_t my_shard() {
-  static std::atomic<std::size_t> next{0};
-  thread_local const std::size_t shard = next.fetch_add(1, std::memory_order_relaxed);
-  return shard;
-}
-
 int default_capacity(int max_keys) {
   int n = 8;
   if (const char* s = std::getenv("PKEYS_VKEY_CACHE")) n = std::atoi(s);
@@ -33,23 +25,7 @@ int default_capacity(int max_keys) {
 VKeyCache::VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept
     : backend_(backend), space_(space), table_(table), capacity_(default_capacity(backend.max_keys())) {}
 
-void VKeyCache::count_hit() noexcept {
-  hits_[my_shard() % hits_.size()].n.fetch_add(1, std::memory_order_relaxed);
-}
-
-void VKeyCache::touch(VKeyRecord& v) noexcept { v.last_use.store(arch::cycle_count(), std::memory_order_relaxed); }
-
-bool VKeyCache::try_pin(VKeyRecord& v, int* slot) noexcept {
-  std::uint64_t s = v.state.load(std::memory_order_acquire);
-  for (;;) {
-    if (!(s & VKeyRecord::kLive) || (s & VKeyRecord::kBusy) || !(s & VKeyRecord::kSlotMask)) return false;
-    if (v.state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
-      *slot = VKeyRecord::slot_of(s);
-      count_hit();
-      return true;
-    }
-  }
-}
+std::atomic<std::size_t> VKeyCache::next_shard_{0};
 
 int VKeyCache::pin(int vkey, VKeyRecord& v, int* slot_out) {
   std::lock_guard lock(space_);

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "arch/arch.hpp"
 #include "backend/backend.hpp"
 #include "core/address_space.hpp"
 #include "core/vkey_table.hpp"
@@ -35,7 +36,18 @@ class VKeyCache {
   VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept;
 
   // Lock-free: pins `v` if it holds a slot (a hit). False otherwise.
-  bool try_pin(VKeyRecord& v, int* slot) noexcept;
+  // Inline: it is the cached begin's hot path.
+  bool try_pin(VKeyRecord& v, int* slot) noexcept {
+    std::uint64_t s = v.state.load(std::memory_order_acquire);
+    for (;;) {
+      if (!(s & VKeyRecord::kLive) || (s & VKeyRecord::kBusy) || !(s & VKeyRecord::kSlotMask)) return false;
+      if (v.state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
+        *slot = VKeyRecord::slot_of(s);
+        count_hit();
+        return true;
+      }
+    }
+  }
   // Takes the lock: pins `v`, loading it into a free or evicted slot.
   // -EINVAL (destroyed meanwhile), -EBUSY (every slot pinned), or the
   // backend's error.
@@ -43,7 +55,7 @@ class VKeyCache {
   void unpin(VKeyRecord& v) noexcept { v.state.fetch_sub(1, std::memory_order_release); }
   // The hardware key of a slot some thread has pinned. Lock-free.
   int hardware_key(int slot) const noexcept { return slots_[static_cast<std::size_t>(slot)].hw_key; }
-  void touch(VKeyRecord& v) noexcept;
+  void touch(VKeyRecord& v) noexcept { v.last_use.store(arch::cycle_count(), std::memory_order_relaxed); }
 
   // --- under the lock ----------------------------------------------------
   // Evicts the vkey in `slot`: -EAGAIN when a thread pinned it meanwhile.
@@ -69,7 +81,13 @@ class VKeyCache {
   };
   int evict_lru_locked();  // the freed slot, or -errno
   int load_locked(int vkey, VKeyRecord& v, int slot);
-  void count_hit() noexcept;
+  // Each thread counts its hits in one shard, so begin stays free of shared
+  // read-modify-writes.
+  void count_hit() noexcept {
+    thread_local const std::size_t shard = next_shard_.fetch_add(1, std::memory_order_relaxed);
+    hits_[shard % hits_.size()].n.fetch_add(1, std::memory_order_relaxed);
+  }
+  static std::atomic<std::size_t> next_shard_;
 
   backend::Backend& backend_;
   AddressSpace& space_;
