@@ -27,9 +27,22 @@
  *
  * Every function returns -1 and sets errno on failure, and then has
  * changed nothing.
+ *
+ * The header compiles as C99 and later (strict ISO modes included) and as
+ * C++. The functions that take POSIX signal types (siginfo_t, sigjmp_buf)
+ * are declared where <signal.h> and <setjmp.h> define those types: in C++,
+ * and in C with POSIX enabled (the compilers' default gnu modes,
+ * _POSIX_C_SOURCE >= 199309L, _XOPEN_SOURCE >= 500 or _GNU_SOURCE, defined
+ * before the first #include); PKEYS_HAVE_POSIX_SIGNALS is 1 then. Strict
+ * ISO C (-std=c11 alone) has no SA_SIGINFO handlers to call them from.
  */
 #ifndef PKEYS_PKEYS_H
 #define PKEYS_PKEYS_H
+
+/* The version of this header; pkeys_version() gives the library's. */
+#define PKEYS_VERSION_MAJOR 0
+#define PKEYS_VERSION_MINOR 1
+#define PKEYS_VERSION_PATCH 0
 
 #include <setjmp.h>
 #include <signal.h>
@@ -40,6 +53,14 @@
 
 #ifndef __THROW
 #define __THROW
+#endif
+
+#if defined(__cplusplus) || defined(_GNU_SOURCE) || \
+    (defined(_POSIX_C_SOURCE) && (_POSIX_C_SOURCE - 0) >= 199309L) || \
+    (defined(_XOPEN_SOURCE) && (_XOPEN_SOURCE - 0) >= 500)
+#define PKEYS_HAVE_POSIX_SIGNALS 1
+#else
+#define PKEYS_HAVE_POSIX_SIGNALS 0
 #endif
 
 /* Symbols the library exports; everything else in it is hidden. */
@@ -78,7 +99,9 @@ extern "C" {
  * `access_rights` on it; every other thread starts with access disabled.
  * flags: 0, or PKEY_ALLOC_ALL_THREADS to give every thread the rights (as
  * pkey_set_all; on ETIMEDOUT no key is allocated). Errors: EINVAL (flags
- * or rights), ENOSPC (no key free, or no usable backend). */
+ * or rights), ENOSPC (no key free, or no usable backend); with
+ * PKEY_ALLOC_ALL_THREADS also ETIMEDOUT, EBUSY (PKEYS_SIGNAL has another
+ * handler), EAGAIN (too many threads) and ENOMEM. */
 PKEYS_API int pkey_alloc(unsigned int flags, unsigned int access_rights) __THROW;
 
 /* Frees an allocated key. Errors: EINVAL (not allocated), EBUSY (a mapped
@@ -123,16 +146,20 @@ PKEYS_API int pkey_get(int pkey) __THROW;
 PKEYS_API int pkey_set_thread(pid_t tid, int pkey, unsigned int access_rights) __THROW;
 
 /* Sets every thread's rights on an allocated key, the caller's included,
- * and returns once all have applied them. Errors as pkey_set_thread. */
+ * and returns once all have applied them. Errors: EINVAL (key or rights),
+ * ETIMEDOUT, EBUSY (PKEYS_SIGNAL has another handler), EAGAIN (too many
+ * threads). */
 PKEYS_API int pkey_set_all(int pkey, unsigned int access_rights) __THROW;
 
 /* The threads that did not apply the calling thread's last pkey_set_thread,
- * pkey_set_all or PKEY_ALLOC_ALL_THREADS: returns how many, and copies up
- * to `max` of their ids to `tids`. */
+ * pkey_set_all, PKEY_ALLOC_ALL_THREADS or pkeys_sync_threads: returns how
+ * many, and copies up to `max` of their ids to `tids`. */
 PKEYS_API int pkeys_sync_missed(pid_t *tids, int max) __THROW;
 
 /* Runs the cross-thread handshake alone, changing nothing: returns once
- * every other thread has run pkeys' handler. ETIMEDOUT as above. */
+ * every other thread has run pkeys' handler (on every backend, and with
+ * none). ETIMEDOUT as above, EBUSY (PKEYS_SIGNAL has another handler),
+ * EAGAIN (too many threads). */
 PKEYS_API int pkeys_sync_threads(void) __THROW;
 
 /* --- signals --------------------------------------------------------------
@@ -143,9 +170,11 @@ PKEYS_API int pkeys_sync_threads(void) __THROW;
 
 /* Call first in a SA_SIGINFO handler, with its third argument: gives the
  * handler the rights of the code the signal interrupted.
- * Async-signal-safe. No-op on the emulation (rights are process-wide). */
+ * Async-signal-safe. No-op on the emulation (rights are process-wide).
+ * Errors: EINVAL (`ucontext` NULL), ENOTSUP (the frame holds no PKRU). */
 PKEYS_API int pkeys_signal_enter(const void *ucontext) __THROW;
 
+#if PKEYS_HAVE_POSIX_SIGNALS
 /* A recovery point that also restores the thread's rights:
  *
  *   static pkeys_sigjmp_buf env;
@@ -163,6 +192,7 @@ typedef struct {
   ((env)[0].rights = pkeys_rights_save(), sigsetjmp((env)[0].jmp, (savemask)))
 
 PKEYS_API void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW __attribute__((noreturn));
+#endif /* PKEYS_HAVE_POSIX_SIGNALS */
 
 /* The calling thread's rights on every key, and their restoration (keys
  * allocated now only). Async-signal-safe. */
@@ -230,8 +260,10 @@ PKEYS_API int pkeys_vkey_destroy(int vkey) __THROW;
 PKEYS_API int pkeys_vkey_mprotect(void *addr, size_t len, int prot, int vkey) __THROW;
 
 /* Opens a vkey in the calling thread with `access_rights` (nests). EINVAL
- * (vkey, rights), EBUSY (every cached key is open elsewhere), EMFILE (64
- * open in this thread), ETIMEDOUT (see pkey_set_all). */
+ * (vkey, rights), EBUSY (every cached key is open elsewhere, a cache limit
+ * of 0, no hardware key free, or PKEYS_SIGNAL taken), EMFILE (64 open in
+ * this thread), ETIMEDOUT and EAGAIN (see pkey_set_all), ENOMEM, and
+ * mprotect's errors when pages are retagged. */
 PKEYS_API int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW;
 
 /* Closes the calling thread's innermost begin of `vkey`, restoring its
@@ -239,14 +271,16 @@ PKEYS_API int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW;
 PKEYS_API int pkeys_vkey_end(int vkey) __THROW;
 
 /* Sets a vkey's process-wide rights (those outside begin/end). EBUSY while
- * a thread has it open. */
+ * a thread has it open; EINVAL not a vkey or bad rights. */
 PKEYS_API int pkeys_vkey_set(int vkey, unsigned int access_rights) __THROW;
 
 /* A vkey's process-wide rights. EINVAL not a vkey. */
 PKEYS_API int pkeys_vkey_get(int vkey) __THROW;
 
+#if PKEYS_HAVE_POSIX_SIGNALS
 /* The vkey behind a SIGSEGV, or -1. Async-signal-safe. */
 PKEYS_API int pkeys_vkey_fault(const siginfo_t *si) __THROW;
+#endif
 
 struct pkeys_vkey_stats {
   unsigned long long hits;       /* begins on a vkey holding a hardware key */
@@ -259,12 +293,12 @@ struct pkeys_vkey_stats {
   unsigned int hardware_keys;    /* hardware keys it holds now */
 };
 
-/* This process's vkey cache figures. */
+/* This process's vkey cache figures. EINVAL when `out` is NULL. */
 PKEYS_API int pkeys_vkey_get_stats(struct pkeys_vkey_stats *out) __THROW;
 
 /* The most hardware keys the cache may hold (0 .. max keys - 1). EBUSY
  * when shrinking would evict a vkey that is open; ENOTSUP above 0 on the
- * emulation. */
+ * emulation; EINVAL out of range or no backend. */
 PKEYS_API int pkeys_vkey_set_cache_limit(int max) __THROW;
 
 /* --- memory policy: execute-only, W^X --------------------------------- */
@@ -272,7 +306,8 @@ PKEYS_API int pkeys_vkey_set_cache_limit(int max) __THROW;
 /* Makes [addr, addr+len) execute-only: code runs, reads and writes fault
  * in every thread (PROT_EXEC under a key of pkeys' own that every thread
  * has access-disabled). ENOTSUP on the emulation: x86 cannot run code
- * from unreadable pages without PKU, and pkeys never pretends. */
+ * from unreadable pages without PKU, and pkeys never pretends. ENOSPC when
+ * no key is free for pkeys' own key; otherwise pkey_mprotect's errors. */
 PKEYS_API int pkeys_mprotect_execute_only(void *addr, size_t len) __THROW;
 
 /* Maps `len` bytes of execute-only memory holding a copy of `code`;
@@ -335,12 +370,13 @@ PKEYS_API int pkeys_get_ranges(struct pkeys_range *out, int max) __THROW;
 /* --- queries ----------------------------------------------------------- */
 
 /* Like pkey_get, but a key that is not allocated (any number) fails with
- * EBADF, as a closed file descriptor does. Key 0 is always allocated. */
+ * EBADF, as a closed file descriptor does. Key 0 is always allocated
+ * where a backend is in use. */
 PKEYS_API int pkey_query(int pkey) __THROW;
 
 /* "x86-pku" or "emulated": the backend chosen at first use (environment
  * variable PKEYS_BACKEND = auto | x86-pku | emulated). "none" when
- * PKEYS_BACKEND asked for a backend this machine lacks. */
+ * PKEYS_BACKEND asked for a backend this machine lacks, or names none. */
 PKEYS_API const char *pkeys_backend(void) __THROW;
 
 /* Why that backend was chosen, in one human-readable sentence. */
@@ -352,10 +388,17 @@ PKEYS_API unsigned int pkeys_capabilities(void) __THROW;
 /* Number of key numbers, key 0 included (16 on x86). 0 without a backend. */
 PKEYS_API int pkeys_max_keys(void) __THROW;
 
+#if PKEYS_HAVE_POSIX_SIGNALS
 /* For a SIGSEGV raised by a key's rights, the key guarding the faulting
  * address (from si_pkey on the hardware, from pkeys' records on the
  * emulation); -1 for any other signal. Async-signal-safe. */
 PKEYS_API int pkeys_fault_pkey(const siginfo_t *si) __THROW;
+#endif
+
+/* The library's version, "MAJOR.MINOR.PATCH" (static storage): the
+ * libpkeys the program runs with, which may be newer than the
+ * PKEYS_VERSION_* it was compiled against. */
+PKEYS_API const char *pkeys_version(void) __THROW;
 
 #ifdef __cplusplus
 }

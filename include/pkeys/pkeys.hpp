@@ -26,6 +26,22 @@
 #ifndef PKEYS_PKEYS_HPP
 #define PKEYS_PKEYS_HPP
 
+// Fail here, with the reason, rather than at the first std::expected.
+// (GCC 12 gives C++23 a __cplusplus of 202100L: test the library feature.)
+#if !defined(__cplusplus)
+#error "pkeys.hpp is C++ (C++23); C programs include <pkeys/pkeys.h>"
+#elif __cplusplus <= 202002L
+#error "pkeys.hpp needs C++23 (std::expected): compile with -std=c++23"
+#else
+#include <version>
+#if !defined(__cpp_lib_expected) || __cpp_lib_expected < 202202L
+#error "pkeys.hpp needs C++23's std::expected, which this standard library lacks"
+#else
+#define PKEYS_HPP_CXX23_ 1  // the rest only then: one error, not a cascade
+#endif
+#endif
+#ifdef PKEYS_HPP_CXX23_
+
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -286,4 +302,5 @@ class vkey_scope {
 
 }  // namespace pkeys
 
+#endif  // PKEYS_HPP_CXX23_
 #endif  // PKEYS_PKEYS_HPP

@@ -235,6 +235,14 @@ int pkeys_get_ranges(struct pkeys_range* out, int max) __THROW {
 
 const char* pkeys_backend(void) __THROW { return Runtime::instance().backend_name(); }
 
+// Built from the header this library was compiled with, so it cannot drift.
+#define PKEYS_STR_(x) #x
+#define PKEYS_XSTR_(x) PKEYS_STR_(x)
+const char* pkeys_version(void) __THROW {
+  return PKEYS_XSTR_(PKEYS_VERSION_MAJOR) "." PKEYS_XSTR_(PKEYS_VERSION_MINOR) "." PKEYS_XSTR_(
+      PKEYS_VERSION_PATCH);
+}
+
 const char* pkeys_backend_reason(void) __THROW {
   return Runtime::instance().backend_reason().c_str();
 }

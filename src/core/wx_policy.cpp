@@ -14,11 +14,27 @@
 namespace pkeys::core {
 namespace {
 
-WxPolicy from_environment() noexcept {
+// Unset or empty means off. A value that is none of off, log, deny (a typo,
+// "1", "yes") fails closed: the user asked for some W^X, so deny, and say so
+// on stderr rather than silently switching the check off.
+WxPolicy from_environment(const char** unrecognised) noexcept {
   const char* s = std::getenv("PKEYS_WX");
-  if (s && std::strcmp(s, "deny") == 0) return WxPolicy::deny;
-  if (s && std::strcmp(s, "log") == 0) return WxPolicy::log;
-  return WxPolicy::off;
+  *unrecognised = nullptr;
+  if (!s || !*s || std::strcmp(s, "off") == 0) return WxPolicy::off;
+  if (std::strcmp(s, "deny") == 0) return WxPolicy::deny;
+  if (std::strcmp(s, "log") == 0) return WxPolicy::log;
+  *unrecognised = s;
+  return WxPolicy::deny;
+}
+
+void report_unrecognised(const char* value) noexcept {
+  char line[160];
+  const int n = std::snprintf(line, sizeof line,
+                              "pkeys: PKEYS_WX='%.40s' is not off, log or deny: denying writable-and-executable "
+                              "protections\n",
+                              value);
+  if (n > 0)
+    (void)!::write(STDERR_FILENO, line, std::min(static_cast<std::size_t>(n), sizeof line - 1));
 }
 
 std::atomic<int> g_policy{-1};  // -1: not read yet
@@ -28,8 +44,12 @@ std::atomic<int> g_policy{-1};  // -1: not read yet
 WxPolicy wx_policy() noexcept {
   int p = g_policy.load(std::memory_order_acquire);
   if (p < 0) {
+    const char* unrecognised = nullptr;
+    const WxPolicy from_env = from_environment(&unrecognised);
     int expected = -1;
-    g_policy.compare_exchange_strong(expected, static_cast<int>(from_environment()));
+    // Only the thread that stores the value reports it: once per process.
+    if (g_policy.compare_exchange_strong(expected, static_cast<int>(from_env)) && unrecognised)
+      report_unrecognised(unrecognised);
     p = g_policy.load(std::memory_order_acquire);
   }
   return static_cast<WxPolicy>(p);

@@ -8,7 +8,9 @@ namespace pkeys::core {
 
 enum class WxPolicy { off = 0, log = 1, deny = 2 };  // PKEYS_WX_*
 
-WxPolicy wx_policy() noexcept;  // from PKEYS_WX=off|log|deny at first use
+// From PKEYS_WX=off|log|deny at first use (unset or empty: off); any other
+// value means deny, reported once on stderr (fail closed).
+WxPolicy wx_policy() noexcept;
 void set_wx_policy(WxPolicy p) noexcept;
 
 // 0 when `prot` may be applied by `caller`, -EACCES when the policy denies

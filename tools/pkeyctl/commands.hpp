@@ -11,4 +11,8 @@ int run(int argc, char** argv);
 int maps(int argc, char** argv);
 int bench(int argc, char** argv);
 
+// PKEYS_WX's value when the library does not recognise it (the library then
+// denies writable-and-executable protections: fail closed), else nullptr.
+const char* unrecognised_pkeys_wx();
+
 }  // namespace pkeyctl

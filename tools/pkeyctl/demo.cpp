@@ -61,8 +61,9 @@ int demo(int argc, char** argv) {
     std::printf(
         "usage: pkeyctl demo\n\n"
         "Allocates a key, keeps a secret in a page tagged with it, and shows that\n"
-        "reading the secret faults while access is disabled and works once granted.\n"
-        "Exit status 0 when the key behaved as it should.\n");
+        "reading the secret faults while access is disabled and works once granted.\n\n"
+        "Exit status: 0 the key behaved as it should, 1 it did not (or no key or\n"
+        "page could be had), 2 usage error or an unrecognised PKEYS_WX.\n");
     return 0;
   }
   if (argc > 1) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -44,8 +45,9 @@ int info(int argc, char** argv) {
     std::printf(
         "usage: pkeyctl info\n\n"
         "Shows the CPU's protection-key flags (PKU, OSPKE), the kernel's support,\n"
-        "the backend pkeys chose and why, its capabilities, the free keys and,\n"
-        "on the hardware, this thread's PKRU register.\n");
+        "the backend pkeys chose and why, its capabilities, the W^X policy\n"
+        "(PKEYS_WX), the free keys and, on the hardware, this thread's PKRU register.\n\n"
+        "Exit status: 0 success, 2 usage error.\n");
     return 0;
   }
   if (argc > 1) {
@@ -76,6 +78,18 @@ int info(int argc, char** argv) {
               caps & PKEYS_CAP_PER_THREAD_RIGHTS ? "" : " (rights are process-wide)");
   std::printf("    execute-only          %s\n", yes_no(caps & PKEYS_CAP_EXECUTE_ONLY));
   std::printf("    fault key in si_pkey  %s\n", yes_no(caps & PKEYS_CAP_FAULT_PKEY));
+
+  // The library's own answer, so that a PKEYS_WX it did not recognise shows
+  // as the deny it falls back to.
+  const int wx = pkeys_get_wx_policy();
+  const char* wx_name = wx == PKEYS_WX_DENY ? "deny" : wx == PKEYS_WX_LOG ? "log" : "off";
+  const char* env_wx = std::getenv("PKEYS_WX");
+  std::printf("W^X policy (pkeys' own protection calls):\n  policy   %s\n", wx_name);
+  if (const char* bad = unrecognised_pkeys_wx())
+    std::printf("  from     PKEYS_WX='%s': not off, log or deny, so denied (fail closed); fix or unset it\n", bad);
+  else
+    std::printf("  from     %s%s\n", env_wx && *env_wx ? "PKEYS_WX=" : "default (PKEYS_WX unset)",
+                env_wx && *env_wx ? env_wx : "");
 
   // Free keys: what this process can still allocate.
   std::vector<int> taken;

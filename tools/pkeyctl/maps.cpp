@@ -5,11 +5,14 @@
 // the ranges pkeys recorded.
 #include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,14 +28,23 @@ struct Mapping {
   int key = -1;
 };
 
-// Reads /proc/PID/smaps; false when unreadable. `has_keys`: any
-// ProtectionKey field seen.
-bool read_smaps(const std::string& pid, std::vector<Mapping>& out, bool* has_keys) {
-  std::ifstream in("/proc/" + pid + "/smaps");
-  if (!in) return false;
-  std::string line;
+// Reads /proc/PID/smaps; false, with `error` saying why, when unreadable.
+// `has_keys`: any ProtectionKey field seen.
+bool read_smaps(int pid, std::vector<Mapping>& out, bool* has_keys, std::string* error) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/smaps";
+  std::FILE* in = std::fopen(path.c_str(), "re");
+  if (!in) {
+    *error = errno == ENOENT ? "no process " + std::to_string(pid) : "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> closer(in, &std::fclose);
+  char* raw = nullptr;
+  std::size_t cap = 0;
+  std::unique_ptr<char*, void (*)(char**)> line_closer(&raw, [](char** p) { std::free(*p); });
   *has_keys = false;
-  while (std::getline(in, line)) {
+  for (ssize_t len; (len = ::getline(&raw, &cap, in)) > 0;) {
+    std::string line(raw, static_cast<std::size_t>(len));
+    if (line.back() == '\n') line.pop_back();
     unsigned long long lo, hi;
     char perms[8];
     int name_at = 0;
@@ -43,6 +55,10 @@ bool read_smaps(const std::string& pid, std::vector<Mapping>& out, bool* has_key
       out.back().key = std::atoi(line.c_str() + 14);
       *has_keys = true;
     }
+  }
+  if (std::ferror(in)) {
+    *error = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
   }
   return true;
 }
@@ -86,7 +102,8 @@ int maps(int argc, char** argv) {
           "field of /proc/PID/smaps), grouped by key with sizes and, for pkeyctl's own\n"
           "process, labels. Where the kernel or CPU reports no keys it says so; for its\n"
           "own process it then shows the ranges pkeys recorded.\n\n"
-          "Exit status: 0 success, 1 the process could not be read, 2 usage error.\n");
+          "Exit status: 0 success, 1 the process could not be read (no such process,\n"
+          "or no permission: another user's process needs ptrace access), 2 usage error.\n");
       return 0;
     } else if (pid.empty()) {
       pid = argv[i];
@@ -99,11 +116,20 @@ int maps(int argc, char** argv) {
     std::fprintf(stderr, "usage: pkeyctl maps [--json] PID|self\n");
     return 2;
   }
-  const bool self = pid == "self" || pid == std::to_string(::getpid());
+  // "self" is this process; a number too large for a pid names none.
+  int number = 0;
+  if (pid == "self") {
+    number = static_cast<int>(::getpid());
+  } else if (const auto [end, ec] = std::from_chars(pid.data(), pid.data() + pid.size(), number);
+             ec != std::errc() || number <= 0) {
+    std::fprintf(stderr, "pkeyctl maps: no process %s\n", pid.c_str());
+    return 1;
+  }
+  const bool self = number == static_cast<int>(::getpid());
   std::vector<Mapping> mappings;
   bool has_keys = false;
-  if (!read_smaps(pid, mappings, &has_keys)) {
-    std::fprintf(stderr, "pkeyctl maps: cannot read /proc/%s/smaps\n", pid.c_str());
+  if (std::string error; !read_smaps(number, mappings, &has_keys, &error)) {
+    std::fprintf(stderr, "pkeyctl maps: %s\n", error.c_str());
     return 1;
   }
   // Group by key: from the kernel, or from pkeys' own records.
@@ -125,7 +151,7 @@ int maps(int argc, char** argv) {
   }
 
   if (json) {
-    std::printf("{\"pid\": \"%s\", \"source\": \"%s\", \"keys\": [", pid.c_str(), source.c_str());
+    std::printf("{\"pid\": %d, \"source\": \"%s\", \"keys\": [", number, source.c_str());
     bool first = true;
     for (const auto& [key, list] : groups) {
       std::uint64_t bytes = 0;
@@ -142,7 +168,7 @@ int maps(int argc, char** argv) {
     std::printf("\n]}\n");
     return 0;
   }
-  std::printf("process %s: protection keys from %s\n", pid.c_str(),
+  std::printf("process %d: protection keys from %s\n", number,
               source == "smaps" ? "/proc/PID/smaps" : source.c_str());
   if (source == "none") {
     std::printf("this kernel or CPU reports no ProtectionKey in smaps (no PKU); pkeys' own records exist\n"

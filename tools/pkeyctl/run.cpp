@@ -60,7 +60,13 @@ scmp_filter_ctx build_filter(std::uint32_t action, std::string* error) {
     const int nr = seccomp_syscall_resolve_name(rule.name);
     if (nr == __NR_SCMP_ERROR) continue;
     // The protection (or shmat's flags) is the third argument everywhere.
-    const int r = seccomp_rule_add(ctx, action, nr, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, rule.mask, rule.value));
+    // Spelt out: SCMP_A2() is a C compound literal, not ISO C++.
+    scmp_arg_cmp cmp{};
+    cmp.arg = 2;
+    cmp.op = SCMP_CMP_MASKED_EQ;
+    cmp.datum_a = rule.mask;
+    cmp.datum_b = rule.value;
+    const int r = seccomp_rule_add_array(ctx, action, nr, 1, &cmp);
     if (r != 0) {
       *error = std::string("seccomp_rule_add(") + rule.name + "): " + std::strerror(-r);
       seccomp_release(ctx);
@@ -70,6 +76,11 @@ scmp_filter_ctx build_filter(std::uint32_t action, std::string* error) {
   return ctx;
 }
 
+// A child's wait status as a shell reports it: its exit status, or 128 + N
+// when signal N killed it.
+int exit_status(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+// 127 when PROGRAM is not found, 126 when it is but cannot run (as a shell).
 [[noreturn]] void exec_program(char** argv) {
   ::execvp(argv[0], argv);
   std::fprintf(stderr, "pkeyctl run: %s: %s\n", argv[0], std::strerror(errno));
@@ -128,10 +139,15 @@ int receive_fd(int sock) {
   return fd;
 }
 
+// Appends, rather than `"|" + std::string(name)`: GCC 12 at -O2 reports a
+// false -Wrestrict overlap in that operator+ (GCC bug 105329).
 std::string prot_string(unsigned long long prot) {
   std::string s;
-  for (auto [bit, name] : {std::pair{PROT_READ, "PROT_READ"}, {PROT_WRITE, "PROT_WRITE"}, {PROT_EXEC, "PROT_EXEC"}})
-    if (prot & static_cast<unsigned>(bit)) s += (s.empty() ? "" : "|") + std::string(name);
+  for (auto [bit, name] : {std::pair{PROT_READ, "PROT_READ"}, {PROT_WRITE, "PROT_WRITE"}, {PROT_EXEC, "PROT_EXEC"}}) {
+    if (!(prot & static_cast<unsigned>(bit))) continue;
+    if (!s.empty()) s += '|';
+    s += name;
+  }
   return s.empty() ? "PROT_NONE" : s;
 }
 
@@ -146,6 +162,7 @@ int supervise(pid_t child, int notify_fd) {
       seccomp_notif* req = nullptr;
       seccomp_notif_resp* resp = nullptr;
       if (seccomp_notify_alloc(&req, &resp) != 0) {
+        std::fputs("pkeyctl run: seccomp_notify_alloc failed: stopping the program\n", stderr);
         ::kill(child, SIGKILL);
         ::waitpid(child, &status, 0);
         return kFailure;
@@ -173,15 +190,20 @@ int supervise(pid_t child, int notify_fd) {
       break;
     }
   }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
+  return exit_status(status);
 }
 
 int log_only(char** program) {
   int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return kFailure;
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    std::fprintf(stderr, "pkeyctl run: socketpair: %s\n", std::strerror(errno));
+    return kFailure;
+  }
   const pid_t child = ::fork();
-  if (child < 0) return kFailure;
+  if (child < 0) {
+    std::fprintf(stderr, "pkeyctl run: fork: %s\n", std::strerror(errno));
+    return kFailure;
+  }
   if (child == 0) {
     ::close(sv[0]);
     std::string error;
@@ -201,7 +223,7 @@ int log_only(char** program) {
   ::close(sv[1]);
   const int fd = receive_fd(sv[0]);
   ::close(sv[0]);
-  if (fd < 0) {
+  if (fd < 0) {  // the child said why, and exits 125
     int status = 0;
     ::waitpid(child, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : kFailure;
@@ -214,31 +236,43 @@ int log_only(char** program) {
 }  // namespace
 
 int run(int argc, char** argv) {
+  static const char kUsage[] = "usage: pkeyctl run --deny-wx|--log-wx -- PROGRAM [ARGS...]\n";
   int i = 1;
   enum { none, deny_wx, log_wx } mode = none;
   for (; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
-    if (std::strcmp(argv[i], "--deny-wx") == 0) {
-      mode = deny_wx;
-    } else if (std::strcmp(argv[i], "--log-wx") == 0) {
-      mode = log_wx;
+    if (std::strcmp(argv[i], "--deny-wx") == 0 || std::strcmp(argv[i], "--log-wx") == 0) {
+      const auto wanted = argv[i][2] == 'd' ? deny_wx : log_wx;
+      if (mode != none && mode != wanted) {
+        std::fprintf(stderr, "pkeyctl run: --deny-wx and --log-wx exclude each other: choose one\n%s", kUsage);
+        return 2;
+      }
+      mode = wanted;
     } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::printf(
-          "usage: pkeyctl run --deny-wx|--log-wx -- PROGRAM [ARGS...]\n\n"
+          "%s\n"
           "Runs PROGRAM with W^X enforced by a seccomp filter installed before exec:\n"
           "  --deny-wx  mmap, mprotect and pkey_mprotect asking for PROT_WRITE and\n"
           "             PROT_EXEC together (and shmat with SHM_EXEC) fail with EACCES,\n"
           "             through libc or raw system calls alike\n"
-          "  --log-wx   such calls succeed, and pkeyctl reports each on stderr\n\n"
-          "Exit status: PROGRAM's; 125 pkeyctl failed; 126 PROGRAM could not run;\n"
-          "127 PROGRAM not found; 2 usage error.\n");
+          "  --log-wx   such calls succeed, and pkeyctl reports each on stderr\n"
+          "One of the two, not both. PROGRAM is looked up in PATH.\n\n"
+          "Exit status: PROGRAM's own, or 128+N when signal N killed it (as a shell\n"
+          "reports it); 125 pkeyctl itself failed (the filter could not be installed);\n"
+          "126 PROGRAM was found but cannot be executed; 127 PROGRAM was not found;\n"
+          "2 usage error or an unrecognised PKEYS_WX (PROGRAM did not run).\n",
+          kUsage);
       return 0;
     } else {
-      std::fprintf(stderr, "pkeyctl run: unknown option '%s'\n", argv[i]);
+      std::fprintf(stderr, "pkeyctl run: unknown option '%s'\n%s", argv[i], kUsage);
       return 2;
     }
   }
-  if (mode == none || i >= argc - 1) {
-    std::fprintf(stderr, "usage: pkeyctl run --deny-wx|--log-wx -- PROGRAM [ARGS...]\n");
+  if (mode == none) {
+    std::fprintf(stderr, "pkeyctl run: choose --deny-wx or --log-wx\n%s", kUsage);
+    return 2;
+  }
+  if (i >= argc - 1) {
+    std::fprintf(stderr, "pkeyctl run: no PROGRAM after '--'\n%s", kUsage);
     return 2;
   }
   char** program = argv + i + 1;

@@ -4,14 +4,17 @@
 // byte offset of executable code, as ERIM's binary inspection does: an
 // attacker can jump into the middle of another instruction. Sequences at
 // pkeys' own recorded switch sites (section pkeys_wrpkru_sites) are
-// allowed; any other makes the exit status 1.
+// allowed; any other makes the exit status 1. A target that cannot be
+// scanned whole is an error (status 2), never reported clean.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +25,10 @@
 
 namespace pkeyctl {
 namespace {
+
+constexpr int kClean = 0, kGadgets = 1, kError = 2;
+
+const char* const kUsage = "usage: pkeyctl scan PID|self|FILE\n";
 
 struct Finding {
   std::uint64_t address;
@@ -51,31 +58,65 @@ void scan_file(const ElfImage& img, std::vector<Finding>& out) {
     });
 }
 
-// Reads [start, end) of process `pid`'s memory; false when not permitted.
-bool read_memory(int pid, std::uint64_t start, std::uint64_t end, std::vector<std::uint8_t>& out) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/mem";
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  out.resize(end - start);
-  std::size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(start + done));
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
+// Scans [start, end) of a process through its /proc/PID/mem descriptor in
+// chunks (a mapping may be huge and mostly unpopulated), calling
+// f(offset in the mapping, kind). Consecutive chunks overlap by two bytes,
+// so a sequence across a boundary is found, once. False, with errno set,
+// when a read fails.
+template <class F>
+bool scan_memory(int mem_fd, std::uint64_t start, std::uint64_t end, F&& f) {
+  constexpr std::size_t kChunk = std::size_t{1} << 20, kKeep = 2;
+  std::vector<std::uint8_t> buf(kKeep + kChunk);
+  std::size_t kept = 0;  // bytes carried over from the previous chunk
+  for (std::uint64_t at = start; at < end;) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, end - at));
+    for (std::size_t got = 0; got < want;) {
+      const ssize_t n = ::pread(mem_fd, buf.data() + kept + got, want - got, static_cast<off_t>(at + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (n == 0) errno = EIO;
+        return false;
+      }
+      got += static_cast<std::size_t>(n);
+    }
+    const std::uint64_t base = at - kept;  // the address of buf[0]
+    find_sequences(buf.data(), kept + want, [&](std::size_t i, const char* kind) { f(base + i - start, kind); });
+    const std::size_t total = kept + want;
+    kept = std::min(kKeep, total);
+    std::memmove(buf.data(), buf.data() + total - kept, kept);
+    at += want;
   }
-  ::close(fd);
-  return done == out.size();
+  return true;
 }
 
-int scan_process(int pid, std::vector<Finding>& out) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+// Scans the executable mappings of process `pid`; false, with `error`
+// set, when any of them cannot be read.
+bool scan_process(int pid, std::vector<Finding>& out, std::string* error) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::FILE* maps = std::fopen((proc + "/maps").c_str(), "re");
   if (!maps) {
-    std::fprintf(stderr, "pkeyctl scan: no process %d (or /proc/%d/maps unreadable)\n", pid, pid);
-    return 3;
+    *error = errno == ENOENT ? "no process " + std::to_string(pid)
+                             : "cannot read " + proc + "/maps: " + std::strerror(errno);
+    return false;
   }
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> maps_closer(maps, &std::fclose);
+  // Readable for our own process, or with ptrace access to another.
+  const int mem_fd = ::open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  const int mem_errno = errno;
+  struct Closer {
+    int fd;
+    ~Closer() {
+      if (fd >= 0) ::close(fd);
+    }
+  } mem_closer{mem_fd};
+
   std::map<std::string, std::unique_ptr<ElfImage>> images;
-  std::string line;
-  while (std::getline(maps, line)) {
+  char* raw = nullptr;
+  std::size_t cap = 0;
+  std::unique_ptr<char*, void (*)(char**)> line_closer(&raw, [](char** p) { std::free(*p); });
+  for (ssize_t len; (len = ::getline(&raw, &cap, maps)) > 0;) {
+    std::string line(raw, static_cast<std::size_t>(len));
+    if (line.back() == '\n') line.pop_back();
     unsigned long long start, end, offset;
     char perms[8] = {};
     int name_at = 0;
@@ -83,79 +124,123 @@ int scan_process(int pid, std::vector<Finding>& out) {
     if (!std::strchr(perms, 'x')) continue;
     const std::string name = name_at > 0 ? line.substr(static_cast<std::size_t>(name_at)) : "";
     if (name == "[vsyscall]") continue;  // fixed kernel page, not readable
+    const std::string where = name.empty() ? "[anon]" : name;
     ElfImage* img = nullptr;
     if (!name.empty() && name[0] == '/') {
       auto& slot = images[name];
       if (!slot) {
-        std::string error;
-        if (auto loaded = ElfImage::load(name, &error)) slot = std::make_unique<ElfImage>(std::move(*loaded));
+        std::string ignored;  // deleted or replaced files: memory is still read
+        if (auto loaded = ElfImage::load(name, &ignored)) slot = std::make_unique<ElfImage>(std::move(*loaded));
       }
       img = slot.get();
     }
-    std::vector<std::uint8_t> bytes;
-    if (!read_memory(pid, start, end, bytes)) {
-      if (!img || offset + (end - start) > img->bytes().size()) {
-        std::fprintf(stderr, "pkeyctl scan: cannot read %s of process %d (needs ptrace access)\n",
-                     name.empty() ? "[anon]" : name.c_str(), pid);
-        return 3;
-      }
-      bytes.assign(img->bytes().begin() + static_cast<long>(offset),
-                   img->bytes().begin() + static_cast<long>(offset + (end - start)));
-    }
-    find_sequences(bytes.data(), bytes.size(), [&](std::size_t i, const char* kind) {
-      Finding f{start + i, kind, name.empty() ? "[anon]" : name, "", false};
+    std::vector<Finding> found;
+    const auto record = [&](std::uint64_t off, const char* kind) {
+      Finding f{start + off, kind, where, "", false};
       if (img) {
-        if (const auto vaddr = img->vaddr_of_offset(offset + i)) {
+        if (const auto vaddr = img->vaddr_of_offset(offset + off)) {
           f.symbol = img->symbol_at(*vaddr);
           f.allowed = std::strcmp(kind, "WRPKRU") == 0 && img->sanctioned_wrpkru(*vaddr);
         }
       }
-      out.push_back(std::move(f));
-    });
+      found.push_back(std::move(f));
+    };
+    errno = mem_errno;
+    if (mem_fd < 0 || !scan_memory(mem_fd, start, end, record)) {
+      const int why = errno;
+      // Memory unreadable: a file-backed mapping holds what the file holds
+      // (bytes past its end read as zeros).
+      if (!img || offset > img->bytes().size()) {
+        char range[64];
+        std::snprintf(range, sizeof range, "%llx-%llx", start, end);
+        *error = "cannot read " + where + " at " + range + " of process " + std::to_string(pid) + " through " +
+                 proc + "/mem: " + std::strerror(why) +
+                 (why == EACCES || why == EPERM ? " (needs ptrace access: the same user, or root)" : "");
+        return false;
+      }
+      found.clear();
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(end - start, img->bytes().size() - offset));
+      find_sequences(img->bytes().data() + offset, n, record);
+    }
+    for (Finding& f : found) out.push_back(std::move(f));
   }
-  return 0;
+  if (std::ferror(maps)) {
+    *error = "cannot read " + proc + "/maps: " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+// The process id `s` names, when it is all digits: 0 if none can exist.
+int parse_pid(const std::string& s) {
+  int pid = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), pid);
+  return ec == std::errc() && end == s.data() + s.size() ? pid : 0;
 }
 
 }  // namespace
 
 int scan(int argc, char** argv) {
-  if (argc != 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
-    const bool help = argc == 2;
-    std::fprintf(help ? stdout : stderr,
-                 "usage: pkeyctl scan PID|FILE\n\n"
-                 "Finds WRPKRU (0F 01 EF) and XRSTOR (0F AE /5) byte sequences, at every byte\n"
-                 "offset, in the executable mappings of a live process or the executable\n"
-                 "sections of an ELF file: the gadgets that would let an attacker change\n"
-                 "protection-key rights. Lists each with address, section or mapping and\n"
-                 "symbol; WRPKRUs that pkeys itself emitted (recorded in the section\n"
-                 "pkeys_wrpkru_sites) are allowed.\n\n"
-                 "Exit status: 0 none outside pkeys' own switch routines, 1 some found,\n"
-                 "2 usage error, 3 the process or file could not be read.\n");
-    return help ? 0 : 2;
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::printf(
+        "%s\n"
+        "Finds WRPKRU (0F 01 EF) and XRSTOR (0F AE /5) byte sequences, at every byte\n"
+        "offset, in the executable mappings of a live process (PID, or 'self' for\n"
+        "pkeyctl itself) or the executable sections of an ELF file: the gadgets that\n"
+        "would let an attacker change protection-key rights. Lists each with address,\n"
+        "section or mapping and symbol (demangled); WRPKRUs that pkeys itself emitted\n"
+        "(recorded in the section pkeys_wrpkru_sites) are allowed.\n\n"
+        "A FILE must be a regular file of at most 1 GiB holding a whole ELF64 x86-64\n"
+        "image: a truncated or corrupt one is an error, never reported clean. An\n"
+        "argument of digits is a PID; write ./123 for a file of that name. Another\n"
+        "user's process needs ptrace access (the same user, or root).\n\n"
+        "Exit status: 0 no sequences outside pkeys' own switch routines, 1 some\n"
+        "found, 2 usage error or a target that cannot be scanned (no such process\n"
+        "or file, unreadable, not a whole ELF file), as grep and diff do.\n",
+        kUsage);
+    return 0;
+  }
+  if (argc != 2) {
+    std::fputs(kUsage, stderr);
+    return kError;
   }
   const std::string target = argv[1];
+  if (target.empty()) {
+    std::fputs("pkeyctl scan: empty argument: expected a PID, 'self' or a file\n", stderr);
+    return kError;
+  }
+  if (target[0] == '-') {
+    std::fprintf(stderr, "pkeyctl scan: unknown option '%s' (usage: pkeyctl scan PID|self|FILE)\n", target.c_str());
+    return kError;
+  }
   std::vector<Finding> found;
-  const bool is_pid = target.find_first_not_of("0123456789") == std::string::npos;
+  const bool is_pid = target == "self" || target.find_first_not_of("0123456789") == std::string::npos;
   if (is_pid) {
-    if (int r = scan_process(std::stoi(target), found); r != 0) return r;
+    const int pid = target == "self" ? static_cast<int>(::getpid()) : parse_pid(target);
+    std::string error = "no process " + target;
+    if (pid <= 0 || !scan_process(pid, found, &error)) {
+      std::fprintf(stderr, "pkeyctl scan: %s\n", error.c_str());
+      return kError;
+    }
+    std::printf("process %d%s\n", pid, target == "self" ? " (self)" : "");
   } else {
     std::string error;
     const auto img = ElfImage::load(target, &error);
     if (!img) {
       std::fprintf(stderr, "pkeyctl scan: %s\n", error.c_str());
-      return 3;
+      return kError;
     }
     scan_file(*img, found);
+    std::printf("file %s\n", target.c_str());
   }
   int outside = 0;
-  std::printf("%s %s\n", is_pid ? "process" : "file", target.c_str());
   for (const Finding& f : found) {
     outside += !f.allowed;
     std::printf("  0x%016llx  %-6s  %-9s  %s  %s\n", static_cast<unsigned long long>(f.address), f.kind,
                 f.allowed ? "allowed" : "GADGET", f.where.c_str(), f.symbol.empty() ? "?" : f.symbol.c_str());
   }
   std::printf("%zu sequence(s), %d outside pkeys' own switch routines\n", found.size(), outside);
-  return outside == 0 ? 0 : 1;
+  return outside == 0 ? kClean : kGadgets;
 }
 
 }  // namespace pkeyctl
