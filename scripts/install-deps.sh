@@ -2,9 +2,14 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages pkeys needs, by name, when any is missing.
 # usage: scripts/install-deps.sh [build|test]   (default: test)
+#   build: what scripts/demo.sh needs to build everything (library, pkeyctl,
+#          tests, benchmarks; pkgconf for the installed-tree consumer test)
+#   test:  and what scripts/test.sh needs: clang-19 for the Clang step, the
+#          PKU lane's QEMU, static busybox and initramfs tools (its kernels are
+#          fetched with apt-get download), gnuplot for pkeyctl bench's plots
 set -euo pipefail
-build_pkgs=(cmake make g++ libgtest-dev libbenchmark-dev libseccomp-dev)
-test_pkgs=(qemu-system-x86 busybox-static cpio gzip pkgconf gnuplot-nox)
+build_pkgs=(cmake make g++ libgtest-dev libbenchmark-dev libseccomp-dev pkgconf)
+test_pkgs=(clang-19 qemu-system-x86 busybox-static cpio gzip binutils gnuplot-nox)
 pkgs=("${build_pkgs[@]}")
 [[ ${1:-test} == test ]] && pkgs+=("${test_pkgs[@]}")
 

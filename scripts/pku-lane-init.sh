@@ -1,14 +1,25 @@
 #!/bin/busybox sh
 # SPDX-License-Identifier: MIT
-# /init of the PKU lane's initramfs: runs each test program, prints one
-# result line per program on the serial console, then powers off.
+# /init of the PKU lane's initramfs: runs each test program, marks its
+# output with PKU-LANE-RUN / PKU-LANE-RESULT lines on the serial console
+# (scripts/pku-lane.sh reads them), then powers off.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /tmp
+# The firmware's escape sequences end without a newline: start a fresh line.
+echo
 echo "PKU-LANE-CPU: $(grep -o -w -E 'pku|ospke' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "PKU-LANE-KERNEL: $(uname -r)"
+
+# The kernel hands unknown name=value boot parameters to init as
+# environment: the host's settings arrive that way. TCG runs code tens of
+# times slower than the host, so the cross-thread handshake gets a long
+# bound; tests that check the bound itself scale theirs from it.
+export PKEYS_SYNC_TIMEOUT_MS="${PKEYS_SYNC_TIMEOUT_MS:-20000}"
+program_timeout="${PKEYS_LANE_PROGRAM_TIMEOUT:-300}"
+echo "PKU-LANE-ENV: PKEYS_SYNC_TIMEOUT_MS=$PKEYS_SYNC_TIMEOUT_MS program timeout ${program_timeout}s"
 
 run() {  # run NAME ENV... -- PROGRAM ARGS...
   name=$1; shift
@@ -16,19 +27,28 @@ run() {  # run NAME ENV... -- PROGRAM ARGS...
   while [ "$1" != "--" ]; do envs="$envs $1"; shift; done
   shift
   echo "PKU-LANE-RUN: $name"
-  if [ -n "$envs" ]; then env $envs "$@" 2>&1; else "$@" 2>&1; fi
-  echo "PKU-LANE-RESULT: $name rc=$?"
+  start=$(date +%s)
+  # shellcheck disable=SC2086 # $envs: NAME=VALUE words
+  case $1 in
+    ./*) env $envs timeout -s KILL "$program_timeout" "$@" 2>&1 ;;  # a hang costs one program, not the lane
+    *) "$@" 2>&1 ;;  # a shell function
+  esac
+  rc=$?
+  echo "PKU-LANE-RESULT: $name rc=$rc time=$(( $(date +%s) - start ))s"
 }
 
-cd /tests
+cd /tests || { echo "PKU-LANE-RUN: initramfs"; echo "PKU-LANE-RESULT: initramfs rc=1 (no /tests)"; poweroff -f; }
 export GTEST_COLOR=no
 run pkeyctl-info -- ./pkeyctl info
 run pkeyctl-demo -- ./pkeyctl demo
 maps_check() {  # pkeyctl maps finds the sleeper's tagged pages under its key
   ./tagged_sleeper > /tmp/sleeper.out &
   sleeper=$!
-  sleep 1
-  read key addr < /tmp/sleeper.out
+  # Wait for its line, however slow the guest (at most 60 s).
+  i=0
+  while [ ! -s /tmp/sleeper.out ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+  read -r key _ < /tmp/sleeper.out
+  if [ -z "$key" ]; then echo "tagged_sleeper printed no key"; kill $sleeper; return 1; fi
   ./pkeyctl maps $sleeper
   ./pkeyctl maps $sleeper | grep -q "^key $key \"tagged sleeper\"\|^key $key: 1 mapping(s), 8 KiB"
   rc=$?

@@ -28,7 +28,7 @@ struct ChildResult {
 // Runs `body` in a child with stderr captured.
 ChildResult run_child(const std::function<void()>& body) {
   int fds[2];
-  EXPECT_EQ(::pipe(fds), 0);
+  EXPECT_EQ(::pipe(fds), 0) << errno_str();
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(fds[1], STDERR_FILENO);
@@ -60,14 +60,14 @@ class Diagnostics : public ::testing::Test {
  protected:
   void SetUp() override {
     key_ = pkey_alloc(0, 0);
-    ASSERT_GT(key_, 0);
+    ASSERT_GT(key_, 0) << errno_str();
     base_ = static_cast<char*>(map_pages(2));
-    ASSERT_EQ(pkey_mprotect(base_, 2 * page_size(), PROT_READ | PROT_WRITE, key_), 0);
-    ASSERT_EQ(pkey_label(key_, "session secrets"), 0);
+    ASSERT_EQ(pkey_mprotect(base_, 2 * page_size(), PROT_READ | PROT_WRITE, key_), 0) << errno_str();
+    ASSERT_EQ(pkey_label(key_, "session secrets"), 0) << errno_str();
   }
   void TearDown() override {
-    ASSERT_EQ(::munmap(base_, 2 * page_size()), 0);
-    ASSERT_EQ(pkey_free(key_), 0);
+    ASSERT_EQ(::munmap(base_, 2 * page_size()), 0) << errno_str();
+    ASSERT_EQ(pkey_free(key_), 0) << errno_str();
   }
   std::vector<std::string> expected(const void* addr, const char* access, const char* rights) {
     const std::string k = std::to_string(key_);
@@ -126,7 +126,7 @@ TEST_F(Diagnostics, HandsOverToThePreviousHandler) {
 
 TEST_F(Diagnostics, SilentForFaultsNoKeyCaused) {
   void* ro = map_pages(1);
-  ASSERT_EQ(::mprotect(ro, page_size(), PROT_READ), 0);
+  ASSERT_EQ(::mprotect(ro, page_size(), PROT_READ), 0) << errno_str();
   const ChildResult r = run_child([&] {
     pkeys_diagnose_faults(1);
     *static_cast<volatile char*>(ro) = 1;
@@ -152,21 +152,21 @@ TEST_F(Diagnostics, DisableRestoresThePreviousHandler) {
 
 TEST(Labels, SetGetAndCheck) {
   const int k = pkey_alloc(0, 0);
-  ASSERT_GT(k, 0);
+  ASSERT_GT(k, 0) << errno_str();
   char buf[64];
   EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 0);
   EXPECT_STREQ(buf, "");
-  ASSERT_EQ(pkey_label(k, "jit code"), 0);
+  ASSERT_EQ(pkey_label(k, "jit code"), 0) << errno_str();
   EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 8);
   EXPECT_STREQ(buf, "jit code");
   EXPECT_EQ(pkeys_get_label(k, buf, 4), 8) << "returns the full length";
   EXPECT_STREQ(buf, "jit");
   const std::string long_label(100, 'x');
-  ASSERT_EQ(pkey_label(k, long_label.c_str()), 0);
+  ASSERT_EQ(pkey_label(k, long_label.c_str()), 0) << errno_str();
   EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 63);
-  ASSERT_EQ(pkey_label(k, nullptr), 0);
+  ASSERT_EQ(pkey_label(k, nullptr), 0) << errno_str();
   EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 0);
-  ASSERT_EQ(pkey_free(k), 0);
+  ASSERT_EQ(pkey_free(k), 0) << errno_str();
   errno = 0;
   EXPECT_EQ(pkey_label(k, "x"), -1);
   EXPECT_EQ(errno, EINVAL);
@@ -175,5 +175,5 @@ TEST(Labels, SetGetAndCheck) {
   EXPECT_EQ(errno, EINVAL);
   const int again = pkey_alloc(0, 0);
   EXPECT_EQ(pkeys_get_label(again, buf, sizeof buf), 0) << "a new owner starts unlabelled";
-  ASSERT_EQ(pkey_free(again), 0);
+  ASSERT_EQ(pkey_free(again), 0) << errno_str();
 }

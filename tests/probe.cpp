@@ -5,8 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 
 #include "pkeys/pkeys.h"
 
@@ -74,5 +77,78 @@ void* map_pages(std::size_t pages) {
 
 bool hardware_backend() { return (pkeys_capabilities() & PKEYS_CAP_HARDWARE) != 0; }
 bool per_thread_rights() { return (pkeys_capabilities() & PKEYS_CAP_PER_THREAD_RIGHTS) != 0; }
+
+std::string errno_str() {
+  const int e = errno;
+  const char* name = ::strerrorname_np(e);
+  return "errno " + std::to_string(e) + " " + (name ? name : "?") + " (" + std::strerror(e) + ")";
+}
+
+namespace {
+
+// "state S, SigBlk 0000000000000000" of a thread of this process.
+std::string thread_state(pid_t tid) {
+  const std::string dir = "/proc/self/task/" + std::to_string(tid);
+  std::string out;
+  std::ifstream status(dir + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("State:", 0) == 0 || line.rfind("SigBlk:", 0) == 0) out += " " + line;
+  return out.empty() ? " (gone)" : out;
+}
+
+}  // namespace
+
+std::string sync_error() {
+  const int e = errno;
+  std::string out = errno_str();
+  pid_t missed[16];
+  const int n = pkeys_sync_missed(missed, 16);
+  if (n > 0) {
+    out += "; " + std::to_string(n) + " thread(s) missed:";
+    for (int i = 0; i < n && i < 16; ++i) out += " [" + std::to_string(missed[i]) + thread_state(missed[i]) + "]";
+  }
+  out += "; PKEYS_SYNC_TIMEOUT_MS " + std::to_string(sync_timeout().count());
+  errno = e;
+  return out;
+}
+
+std::chrono::milliseconds sync_timeout() {
+  // As the library reads it (src/backend/thread_signal.cpp).
+  if (const char* s = std::getenv("PKEYS_SYNC_TIMEOUT_MS"); s && std::atol(s) > 0)
+    return std::chrono::milliseconds(std::atol(s));
+  return std::chrono::milliseconds(200);
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    ::usleep(1000);
+  }
+  return true;
+}
+
+std::optional<bool> in_syscall(pid_t tid, long nr) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  std::string first;
+  if (!(in >> first)) return std::nullopt;
+  // "running" while on a CPU, else the number of the call it sleeps in.
+  return first == std::to_string(nr);
+}
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  if (const char* old = std::getenv(name)) old_ = old;
+  if (value)
+    ::setenv(name, value, 1);
+  else
+    ::unsetenv(name);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (old_)
+    ::setenv(name_.c_str(), old_->c_str(), 1);
+  else
+    ::unsetenv(name_.c_str());
+}
 
 }  // namespace pkeys_test

@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: MIT
 // Test helpers: touch memory in a forked child and report whether the
-// access faulted, and how; and helpers to map pages.
+// access faulted, and how; helpers to map pages; and the means for tests
+// to fail cleanly: errno in messages, threads that are always joined,
+// environment changes that are undone.
 #pragma once
 
 #include <sys/mman.h>
+#include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
+#include <functional>
+#include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 
 namespace pkeys_test {
 
@@ -35,5 +43,68 @@ std::size_t page_size();
 
 bool hardware_backend();
 bool per_thread_rights();
+
+// "errno 110 ETIMEDOUT (Connection timed out)": streamed into the message of
+// an assertion on a call that returns -1 (`ASSERT_EQ(f(), 0) << errno_str()`).
+std::string errno_str();
+
+// errno_str() and, after a cross-thread change (pkey_set_thread, pkey_set_all,
+// pkeys_sync_threads) from this thread, each thread it missed with its
+// scheduler state and blocked signals, so that a timeout says who and why.
+std::string sync_error();
+
+// The cross-thread handshake's bound: PKEYS_SYNC_TIMEOUT_MS or the library's
+// default. The PKU lane raises it, since QEMU's TCG is slow.
+std::chrono::milliseconds sync_timeout();
+
+// Waits, polling, until `done()` holds or `limit` has passed; returns
+// whether it held. For waits that are not what a test checks: the limit
+// only stops a hang.
+bool wait_until(const std::function<bool()>& done,
+                std::chrono::milliseconds limit = std::chrono::seconds(120));
+
+// Whether thread `tid` of this process sleeps in system call `nr`
+// (/proc/self/task/TID/syscall); nullopt where the kernel cannot tell.
+std::optional<bool> in_syscall(pid_t tid, long nr);
+
+// Sets (or with nullptr unsets) an environment variable for one scope and
+// restores the previous value, or its absence, on leaving it: a test never
+// changes the setting the suite was started with (the PKU lane's).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+// A thread that is joined whenever it leaves scope, also when a failed
+// ASSERT returns early: a joinable std::thread would call std::terminate
+// and take the rest of the suite with it. `release`, when given, runs
+// first in that case and must let the thread finish (set the flag it
+// waits for, write the byte it reads). join() joins without it.
+class ScopedThread {
+ public:
+  ScopedThread() = default;
+  template <class F>
+  explicit ScopedThread(F&& body, std::function<void()> release = {})
+      : release_(std::move(release)), thread_(std::forward<F>(body)) {}
+  ScopedThread(ScopedThread&&) noexcept = default;
+  ScopedThread& operator=(ScopedThread&&) = delete;
+  ~ScopedThread() {
+    if (!thread_.joinable()) return;
+    if (release_) release_();
+    thread_.join();
+  }
+  void join() { thread_.join(); }
+
+ private:
+  std::function<void()> release_;
+  std::thread thread_;
+};
 
 }  // namespace pkeys_test

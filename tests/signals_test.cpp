@@ -35,16 +35,16 @@ class Signals : public ::testing::Test {
  protected:
   void SetUp() override {
     g_key = pkey_alloc(0, 0);
-    ASSERT_GT(g_key, 0);
+    ASSERT_GT(g_key, 0) << errno_str();
     g_page = static_cast<char*>(map_pages(1));
     g_page[0] = 'k';
-    ASSERT_EQ(pkey_mprotect(g_page, page_size(), PROT_READ | PROT_WRITE, g_key), 0);
+    ASSERT_EQ(pkey_mprotect(g_page, page_size(), PROT_READ | PROT_WRITE, g_key), 0) << errno_str();
   }
   void TearDown() override {
     ::signal(SIGUSR1, SIG_DFL);
-    ASSERT_EQ(pkey_set(g_key, 0), 0);
-    ASSERT_EQ(::munmap(g_page, page_size()), 0);
-    ASSERT_EQ(pkey_free(g_key), 0);
+    ASSERT_EQ(pkey_set(g_key, 0), 0) << errno_str();
+    ASSERT_EQ(::munmap(g_page, page_size()), 0) << errno_str();
+    ASSERT_EQ(pkey_free(g_key), 0) << errno_str();
   }
 };
 
@@ -54,8 +54,8 @@ TEST_F(Signals, HandlerAdoptsTheInterruptedRights) {
   struct sigaction sa {};
   sa.sa_sigaction = adopting_handler;
   sa.sa_flags = SA_SIGINFO;
-  ASSERT_EQ(::sigaction(SIGUSR1, &sa, nullptr), 0);
-  ASSERT_EQ(::raise(SIGUSR1), 0);
+  ASSERT_EQ(::sigaction(SIGUSR1, &sa, nullptr), 0) << errno_str();
+  ASSERT_EQ(::raise(SIGUSR1), 0) << errno_str();
   if (hardware_backend()) {
     EXPECT_EQ(g_before, PKEY_DISABLE_ACCESS) << "handlers start with the default PKRU";
   }
@@ -64,8 +64,8 @@ TEST_F(Signals, HandlerAdoptsTheInterruptedRights) {
   EXPECT_EQ(g_read, 'k');
   EXPECT_EQ(pkey_get(g_key), 0) << "the interrupted code resumes with its rights";
 
-  ASSERT_EQ(pkey_set(g_key, PKEY_DISABLE_WRITE), 0);
-  ASSERT_EQ(::raise(SIGUSR1), 0);
+  ASSERT_EQ(pkey_set(g_key, PKEY_DISABLE_WRITE), 0) << errno_str();
+  ASSERT_EQ(::raise(SIGUSR1), 0) << errno_str();
   EXPECT_EQ(g_after, PKEY_DISABLE_WRITE);
   EXPECT_EQ(pkey_get(g_key), PKEY_DISABLE_WRITE);
 }
@@ -89,10 +89,10 @@ TEST_F(Signals, RecoveryFromAKeyFault) {
   struct sigaction sa {}, old {};
   sa.sa_handler = jumping_handler;
   sa.sa_flags = SA_NODEFER;
-  ASSERT_EQ(::sigaction(SIGSEGV, &sa, &old), 0);
+  ASSERT_EQ(::sigaction(SIGSEGV, &sa, &old), 0) << errno_str();
   volatile int recovered = 0;
   if (pkeys_sigsetjmp(g_env, 1) == 0) {
-    ASSERT_EQ(pkey_set(g_key, PKEY_DISABLE_ACCESS), 0);
+    ASSERT_EQ(pkey_set(g_key, PKEY_DISABLE_ACCESS), 0) << errno_str();
     g_read = *static_cast<volatile char*>(g_page);  // faults
   } else {
     recovered = 1;
@@ -112,10 +112,10 @@ TEST_F(Signals, PlainSiglongjmpKeepsTheHandlersRights) {
 
 TEST_F(Signals, RestoreSkipsKeysFreedSinceTheSave) {
   const int other = pkey_alloc(0, 0);
-  ASSERT_GT(other, 0);
+  ASSERT_GT(other, 0) << errno_str();
   const unsigned long long saved = pkeys_rights_save();
-  ASSERT_EQ(pkey_free(other), 0);
-  ASSERT_EQ(pkey_set(g_key, PKEY_DISABLE_WRITE), 0);
+  ASSERT_EQ(pkey_free(other), 0) << errno_str();
+  ASSERT_EQ(pkey_set(g_key, PKEY_DISABLE_WRITE), 0) << errno_str();
   pkeys_rights_restore(saved);
   EXPECT_EQ(pkey_get(g_key), per_thread_rights() ? 0 : PKEY_DISABLE_WRITE);
   if (hardware_backend()) {

@@ -12,6 +12,7 @@
 
 #include "pkeys/pkeys.h"
 #include "pkeys/pkru.h"
+#include "probe.hpp"
 
 namespace {
 
@@ -45,6 +46,6 @@ TEST(Startup, FreeKeysStayAccessDisabled) {
     GTEST_SKIP() << "backend " << pkeys_backend() << " has no PKRU";
   expect_free_keys_disabled(pkeys_rdpkru(), "this thread");
   std::uint32_t child = 0;
-  std::thread([&] { child = pkeys_rdpkru(); }).join();
+  pkeys_test::ScopedThread([&] { child = pkeys_rdpkru(); }).join();
   expect_free_keys_disabled(child, "a new thread");
 }

@@ -20,6 +20,7 @@
 
 #include "pkeys/pkeys.h"
 #include "pkeys/pkru.h"
+#include "probe.hpp"
 
 namespace {
 
@@ -84,21 +85,23 @@ TEST(VKeysStress, TwelveThreadsThousandDomains) {
   struct sigaction sa {}, old {};
   sa.sa_sigaction = on_segv;
   sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-  ASSERT_EQ(::sigaction(SIGSEGV, &sa, &old), 0);
+  ASSERT_EQ(::sigaction(SIGSEGV, &sa, &old), 0) << pkeys_test::errno_str();
 
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   char* base = static_cast<char*>(::mmap(nullptr, kDomains * page, PROT_READ | PROT_WRITE,
                                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  ASSERT_NE(base, MAP_FAILED);
+  ASSERT_NE(base, MAP_FAILED) << pkeys_test::errno_str();
   std::vector<int> ids(kDomains);
   for (int i = 0; i < kDomains; ++i) {
     ids[i] = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
-    ASSERT_GT(ids[i], 0);
-    ASSERT_EQ(pkeys_vkey_mprotect(base + i * page, page, PROT_READ | PROT_WRITE, ids[i]), 0);
+    ASSERT_GT(ids[i], 0) << i << ": " << pkeys_test::errno_str();
+    ASSERT_EQ(pkeys_vkey_mprotect(base + i * page, page, PROT_READ | PROT_WRITE, ids[i]), 0)
+        << i << ": " << pkeys_test::errno_str();
   }
 
   std::atomic<long> wrong{0}, wrong_outside{0}, unrestored{0}, errors{0}, busy{0}, opened{0}, checked{0};
-  std::vector<std::thread> threads;
+  std::atomic<int> first_errno{0};
+  std::vector<pkeys_test::ScopedThread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(1234 + t);
@@ -108,6 +111,10 @@ TEST(VKeysStress, TwelveThreadsThousandDomains) {
         const unsigned r = rights_of(i);
         const std::uint32_t pkru_before = per_thread ? pkeys_rdpkru() : 0;
         if (pkeys_vkey_begin(ids[i], r) != 0) {
+          if (errno != EBUSY) {
+            int none = 0;
+            first_errno.compare_exchange_strong(none, errno);
+          }
           (errno == EBUSY ? busy : errors)++;
           continue;
         }
@@ -133,7 +140,11 @@ TEST(VKeysStress, TwelveThreadsThousandDomains) {
           }
           ++checked;
         }
-        if (pkeys_vkey_end(ids[i]) != 0) ++errors;
+        if (pkeys_vkey_end(ids[i]) != 0) {
+          int none = 0;
+          first_errno.compare_exchange_strong(none, errno);
+          ++errors;
+        }
         if (per_thread && pkeys_rdpkru() != pkru_before && ++unrestored <= 5)
           std::printf("PKRU %08x after end, %08x before begin\n", pkeys_rdpkru(), pkru_before);
       }
@@ -143,15 +154,16 @@ TEST(VKeysStress, TwelveThreadsThousandDomains) {
   ::sigaction(SIGSEGV, &old, nullptr);
 
   pkeys_vkey_stats s{};
-  ASSERT_EQ(pkeys_vkey_get_stats(&s), 0);
+  ASSERT_EQ(pkeys_vkey_get_stats(&s), 0) << pkeys_test::errno_str();
   std::printf("opened %ld, checked %ld accesses, EBUSY %ld; cache: %llu hits, %llu misses, %llu evictions\n",
               opened.load(), checked.load(), busy.load(), s.hits, s.misses, s.evictions);
   EXPECT_EQ(wrong.load(), 0) << "accesses inside begin that did not match the rights";
   EXPECT_EQ(wrong_outside.load(), 0) << "accesses to domains not open that succeeded";
   EXPECT_EQ(unrestored.load(), 0) << "end did not give the thread back its rights";
-  EXPECT_EQ(errors.load(), 0);
+  errno = first_errno;
+  EXPECT_EQ(errors.load(), 0) << "the first with " << pkeys_test::errno_str();
   EXPECT_GT(opened.load(), kThreads * kOpsPerThread / 2);
   EXPECT_EQ(s.pinned, 0u);
-  ASSERT_EQ(::munmap(base, kDomains * page), 0);
-  for (int id : ids) EXPECT_EQ(pkeys_vkey_destroy(id), 0);
+  ASSERT_EQ(::munmap(base, kDomains * page), 0) << pkeys_test::errno_str();
+  for (int id : ids) EXPECT_EQ(pkeys_vkey_destroy(id), 0) << id << ": " << pkeys_test::errno_str();
 }

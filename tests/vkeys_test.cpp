@@ -18,12 +18,12 @@ namespace {
 struct VKeyPage {
   explicit VKeyPage(unsigned base = PKEY_DISABLE_ACCESS) : p(map_pages(1)) {
     v = pkeys_vkey_create(base);
-    EXPECT_GT(v, 0);
-    EXPECT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0);
+    EXPECT_GT(v, 0) << errno_str();
+    EXPECT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0) << errno_str();
   }
   ~VKeyPage() {
-    EXPECT_EQ(::munmap(p, page_size()), 0);
-    EXPECT_EQ(pkeys_vkey_destroy(v), 0);
+    EXPECT_EQ(::munmap(p, page_size()), 0) << errno_str();
+    EXPECT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
   }
   void* p;
   int v;
@@ -31,7 +31,7 @@ struct VKeyPage {
 
 pkeys_vkey_stats stats() {
   pkeys_vkey_stats s{};
-  EXPECT_EQ(pkeys_vkey_get_stats(&s), 0);
+  EXPECT_EQ(pkeys_vkey_get_stats(&s), 0) << errno_str();
   return s;
 }
 
@@ -54,7 +54,7 @@ TEST(VKeys, RejectBadArguments) {
     EXPECT_EQ(errno, EINVAL);
   }
   const int v = pkeys_vkey_create(0);
-  ASSERT_GT(v, 0);
+  ASSERT_GT(v, 0) << errno_str();
   errno = 0;
   EXPECT_EQ(pkeys_vkey_begin(v, 8), -1);
   EXPECT_EQ(errno, EINVAL);
@@ -62,12 +62,12 @@ TEST(VKeys, RejectBadArguments) {
   EXPECT_EQ(pkeys_vkey_end(v), -1) << "not open in this thread";
   EXPECT_EQ(errno, EINVAL);
   EXPECT_EQ(pkeys_vkey_get(v), 0);
-  ASSERT_EQ(pkeys_vkey_destroy(v), 0);
+  ASSERT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
   errno = 0;
   EXPECT_EQ(pkeys_vkey_destroy(v), -1) << "double destroy";
   EXPECT_EQ(errno, EINVAL);
   EXPECT_EQ(pkeys_vkey_create(0), v) << "ids are reused";
-  ASSERT_EQ(pkeys_vkey_destroy(v), 0);
+  ASSERT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
 }
 
 TEST(VKeys, EnforcedOutsideBeginOpenInside) {
@@ -76,60 +76,60 @@ TEST(VKeys, EnforcedOutsideBeginOpenInside) {
   const Outcome denied = probe(page.p, Access::read);
   EXPECT_TRUE(denied.faulted);
   EXPECT_EQ(denied.fault_vkey, page.v) << describe(denied);
-  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0);
+  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0) << errno_str();
   EXPECT_TRUE(can_write(page.p));
   std::memcpy(page.p, "domain", 7);
   ASSERT_EQ(pkeys_vkey_begin(page.v, PKEY_DISABLE_WRITE), 0) << "begins nest";
   EXPECT_TRUE(can_read(page.p));
   EXPECT_FALSE(can_write(page.p));
-  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0) << errno_str();
   EXPECT_TRUE(can_write(page.p)) << "the outer begin's rights are back";
-  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0) << errno_str();
   EXPECT_FALSE(can_read(page.p));
 }
 
 TEST(VKeys, ProcessWideSet) {
   VKeyPage page;
-  ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_WRITE), 0);
+  ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_WRITE), 0) << errno_str();
   EXPECT_EQ(pkeys_vkey_get(page.v), PKEY_DISABLE_WRITE);
   EXPECT_TRUE(can_read(page.p));
   EXPECT_FALSE(can_write(page.p));
-  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0);
+  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0) << errno_str();
   errno = 0;
   EXPECT_EQ(pkeys_vkey_set(page.v, 0), -1) << "open in a thread";
   EXPECT_EQ(errno, EBUSY);
-  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0) << errno_str();
   EXPECT_FALSE(can_write(page.p)) << "back to the process-wide rights";
-  ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_ACCESS), 0);
+  ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_ACCESS), 0) << errno_str();
   EXPECT_FALSE(can_read(page.p));
 }
 
 TEST(VKeys, DestroyIsRefusedWhileOpenOrTagged) {
   void* p = map_pages(1);
   const int v = pkeys_vkey_create(0);
-  ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0);
+  ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0) << errno_str();
   errno = 0;
   EXPECT_EQ(pkeys_vkey_destroy(v), -1);
   EXPECT_EQ(errno, EBUSY);
-  ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, 0), 0);
-  ASSERT_EQ(pkeys_vkey_begin(v, 0), 0);
+  ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, 0), 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_begin(v, 0), 0) << errno_str();
   errno = 0;
   EXPECT_EQ(pkeys_vkey_destroy(v), -1);
   EXPECT_EQ(errno, EBUSY);
-  ASSERT_EQ(pkeys_vkey_end(v), 0);
-  EXPECT_EQ(pkeys_vkey_destroy(v), 0);
+  ASSERT_EQ(pkeys_vkey_end(v), 0) << errno_str();
+  EXPECT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
   EXPECT_TRUE(can_write(p));
-  ASSERT_EQ(::munmap(p, page_size()), 0);
+  ASSERT_EQ(::munmap(p, page_size()), 0) << errno_str();
 }
 
 TEST(VKeys, PlainMprotectKeepsTheDomain) {
   VKeyPage page;
-  ASSERT_EQ(::mprotect(page.p, page_size(), PROT_READ), 0);
+  ASSERT_EQ(::mprotect(page.p, page_size(), PROT_READ), 0) << errno_str();
   EXPECT_FALSE(can_read(page.p)) << "still closed after a plain mprotect";
-  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0);
+  ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0) << errno_str();
   EXPECT_TRUE(can_read(page.p));
   EXPECT_FALSE(can_write(page.p)) << "the new protection holds";
-  ASSERT_EQ(pkeys_vkey_end(page.v), 0);
+  ASSERT_EQ(pkeys_vkey_end(page.v), 0) << errno_str();
 }
 
 TEST(VKeys, MoreDomainsThanKeysStayProtectedThroughEviction) {
@@ -141,16 +141,16 @@ TEST(VKeys, MoreDomainsThanKeysStayProtectedThroughEviction) {
     for (int i = 0; i < kDomains; ++i) {
       ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, 0), 0) << i;
       static_cast<int*>(pages[i]->p)[0] = i + round;
-      ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0);
+      ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0) << errno_str();
     }
   for (int i : {0, 1, kDomains / 2, kDomains - 1}) {
     const Outcome o = probe(pages[i]->p, Access::read);
     EXPECT_TRUE(o.faulted) << "domain " << i << " lapsed";
     EXPECT_EQ(o.fault_vkey, pages[i]->v);
-    ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, PKEY_DISABLE_WRITE), 0);
+    ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, PKEY_DISABLE_WRITE), 0) << errno_str();
     EXPECT_EQ(static_cast<int*>(pages[i]->p)[0], i + 1) << "contents survive eviction";
     EXPECT_FALSE(can_write(pages[i]->p));
-    ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0);
+    ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0) << errno_str();
   }
   const pkeys_vkey_stats after = stats();
   EXPECT_EQ(after.live, before.live);
@@ -164,11 +164,11 @@ TEST(VKeys, MoreDomainsThanKeysStayProtectedThroughEviction) {
 
 TEST(VKeys, BeginFailsWithEbusyWhenEveryCachedKeyIsOpen) {
   REQUIRE_CACHE();
-  ASSERT_EQ(pkeys_vkey_set_cache_limit(2), 0);
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(2), 0) << errno_str();
   {
     VKeyPage a, b, c;
-    ASSERT_EQ(pkeys_vkey_begin(a.v, 0), 0);
-    ASSERT_EQ(pkeys_vkey_begin(b.v, 0), 0);
+    ASSERT_EQ(pkeys_vkey_begin(a.v, 0), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_begin(b.v, 0), 0) << errno_str();
     const pkeys_vkey_stats s = stats();
     EXPECT_EQ(s.pinned, 2u);
     errno = 0;
@@ -180,25 +180,25 @@ TEST(VKeys, BeginFailsWithEbusyWhenEveryCachedKeyIsOpen) {
     errno = 0;
     EXPECT_EQ(pkeys_vkey_set_cache_limit(1), -1) << "would evict an open vkey";
     EXPECT_EQ(errno, EBUSY);
-    ASSERT_EQ(pkeys_vkey_end(b.v), 0);
+    ASSERT_EQ(pkeys_vkey_end(b.v), 0) << errno_str();
     ASSERT_EQ(pkeys_vkey_begin(c.v, 0), 0) << "b was unpinned and evicted";
     EXPECT_TRUE(can_write(c.p));
     EXPECT_FALSE(can_read(b.p));
-    ASSERT_EQ(pkeys_vkey_end(c.v), 0);
-    ASSERT_EQ(pkeys_vkey_end(a.v), 0);
+    ASSERT_EQ(pkeys_vkey_end(c.v), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_end(a.v), 0) << errno_str();
   }
-  ASSERT_EQ(pkeys_vkey_set_cache_limit(8), 0);
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(8), 0) << errno_str();
 }
 
 TEST(VKeys, PkeyAllocTakesKeysBackFromTheCache) {
   REQUIRE_CACHE();
-  ASSERT_EQ(pkeys_vkey_set_cache_limit(pkeys_max_keys() - 1), 0);
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(pkeys_max_keys() - 1), 0) << errno_str();
   {
     std::vector<std::unique_ptr<VKeyPage>> pages;
     for (int i = 0; i < pkeys_max_keys(); ++i) {
       pages.push_back(std::make_unique<VKeyPage>());
-      ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0);
-      ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0);
+      ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+      ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
     }
     EXPECT_GE(stats().hardware_keys, 2u);
     std::vector<int> keys;
@@ -208,33 +208,34 @@ TEST(VKeys, PkeyAllocTakesKeysBackFromTheCache) {
     for (auto& page : pages) EXPECT_FALSE(can_read(page->p)) << "evicted, still enforced";
     for (int k : keys) EXPECT_EQ(pkey_free(k), 0);
   }
-  ASSERT_EQ(pkeys_vkey_set_cache_limit(8), 0);
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(8), 0) << errno_str();
 }
 
 TEST(VKeys, AHundredThousandDomains) {
   constexpr int kDomains = 100000;
   char* base = static_cast<char*>(::mmap(nullptr, kDomains * page_size(), PROT_READ | PROT_WRITE,
                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
-  ASSERT_NE(base, MAP_FAILED);
+  ASSERT_NE(base, MAP_FAILED) << errno_str();
   std::vector<int> ids;
   ids.reserve(kDomains);
   for (int i = 0; i < kDomains; ++i) {
     const int v = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
-    ASSERT_GT(v, 0) << i;
-    ASSERT_EQ(pkeys_vkey_mprotect(base + i * page_size(), page_size(), PROT_READ | PROT_WRITE, v), 0) << i;
+    ASSERT_GT(v, 0) << i << ": " << errno_str();
+    ASSERT_EQ(pkeys_vkey_mprotect(base + i * page_size(), page_size(), PROT_READ | PROT_WRITE, v), 0)
+        << i << ": " << errno_str();
     ids.push_back(v);
   }
   EXPECT_GE(stats().live, static_cast<unsigned long long>(kDomains));
   for (int i = 0; i < kDomains; i += 997) {
     char* p = base + static_cast<std::size_t>(i) * page_size();
-    ASSERT_EQ(pkeys_vkey_begin(ids[i], 0), 0);
+    ASSERT_EQ(pkeys_vkey_begin(ids[i], 0), 0) << errno_str();
     p[0] = 1;
-    ASSERT_EQ(pkeys_vkey_end(ids[i]), 0);
+    ASSERT_EQ(pkeys_vkey_end(ids[i]), 0) << errno_str();
   }
   EXPECT_FALSE(can_read(base + 12345 * page_size()));
   EXPECT_EQ(probe(base + 997 * page_size(), Access::read).fault_vkey, ids[997]);
-  ASSERT_EQ(::munmap(base, kDomains * page_size()), 0);
-  for (int v : ids) ASSERT_EQ(pkeys_vkey_destroy(v), 0);
+  ASSERT_EQ(::munmap(base, kDomains * page_size()), 0) << errno_str();
+  for (int v : ids) ASSERT_EQ(pkeys_vkey_destroy(v), 0) << v << ": " << errno_str();
 }
 
 TEST(VKeys, CxxScope) {
@@ -251,6 +252,6 @@ TEST(VKeys, CxxScope) {
   }
   EXPECT_FALSE(can_read(p));
   EXPECT_EQ(v->destroy(), std::errc::device_or_resource_busy);
-  ASSERT_EQ(::munmap(p, page_size()), 0);
+  ASSERT_EQ(::munmap(p, page_size()), 0) << errno_str();
   EXPECT_FALSE(v->destroy());
 }
