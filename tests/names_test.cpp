@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "pkeys/pkeys.h"
+#include "probe.hpp"
 
 static_assert(PKEYS_ALLOC_ALL_THREADS == PKEY_ALLOC_ALL_THREADS);
 
@@ -20,7 +21,5 @@ TEST(Names, SetLabelAndItsAliasWriteWhatGetLabelReads) {
   EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 8);
   EXPECT_STREQ(buf, "old name");
   ASSERT_EQ(pkey_free(k), 0);
-  errno = 0;
-  EXPECT_EQ(pkeys_set_label(k, "freed"), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkeys_set_label(k, "freed"));
 }

@@ -86,6 +86,30 @@ std::string errno_str() {
 
 namespace {
 
+std::string errno_name(int e) {
+  if (e == 0) return "0 (none)";
+  const char* name = ::strerrorname_np(e);
+  return std::to_string(e) + " " + (name ? name : "?") + " (" + std::strerror(e) + ")";
+}
+
+}  // namespace
+
+::testing::AssertionResult check_errno(const char* call, int expected, ErrnoResult got) {
+  if (got.value == -1 && got.err == expected) return ::testing::AssertionSuccess();
+  auto r = ::testing::AssertionFailure() << call << " returned ";
+  if (!got.pointer)
+    r << got.value;
+  else if (got.value == -1)
+    r << "MAP_FAILED";
+  else
+    r << "a mapping";
+  // The caller's `<< context` follows on a line of its own.
+  return r << " with errno " << errno_name(got.err) << "; expected "
+           << (got.pointer ? "MAP_FAILED" : "-1") << " with errno " << errno_name(expected) << "\n";
+}
+
+namespace {
+
 // "state S, SigBlk 0000000000000000" of a thread of this process.
 std::string thread_state(pid_t tid) {
   const std::string dir = "/proc/self/task/" + std::to_string(tid);

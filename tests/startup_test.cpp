@@ -30,9 +30,7 @@ void expect_free_keys_disabled(std::uint32_t pkru, const char* who) {
 // fail alike once it exists.
 TEST(Startup, SignalEntryPointsRefuseNullBeforeAndAfterTheRuntime) {
   for (const char* when : {"before the runtime", "after the runtime"}) {
-    errno = 0;
-    EXPECT_EQ(pkeys_signal_enter(nullptr), -1) << when;
-    EXPECT_EQ(errno, EINVAL) << when;
+    EXPECT_ERRNO(EINVAL, pkeys_signal_enter(nullptr)) << when;
     errno = 0;
     EXPECT_EQ(pkeys_fault_pkey(nullptr), -1) << when;
     EXPECT_EQ(pkeys_vkey_fault(nullptr), -1) << when;
