@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "probe.hpp"
 
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,50 +12,6 @@
 #include "pkeys/pkeys.h"
 
 namespace pkeys_test {
-namespace {
-
-int g_report_fd = -1;
-
-void report_fault(int signo, siginfo_t* si, void*) {
-  Outcome o{true, signo, si->si_code, pkeys_fault_pkey(si), pkeys_vkey_fault(si)};
-  (void)!::write(g_report_fd, &o, sizeof o);
-  ::_exit(0);
-}
-
-}  // namespace
-
-Outcome probe(void* addr, Access access) {
-  int fds[2];
-  if (::pipe(fds) != 0) std::abort();
-  const pid_t pid = ::fork();
-  if (pid < 0) std::abort();
-  if (pid == 0) {
-    ::close(fds[0]);
-    g_report_fd = fds[1];
-    struct sigaction sa {};
-    sa.sa_sigaction = report_fault;
-    sa.sa_flags = SA_SIGINFO;
-    ::sigaction(SIGSEGV, &sa, nullptr);
-    ::sigaction(SIGBUS, &sa, nullptr);
-    auto* p = static_cast<volatile char*>(addr);
-    if (access == Access::read)
-      (void)*p;
-    else
-      *p = 1;
-    Outcome ok;
-    (void)!::write(fds[1], &ok, sizeof ok);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  Outcome o;
-  o.faulted = true;  // a child that dies without a report did not succeed
-  o.signo = -1;
-  if (::read(fds[0], &o, sizeof o) != sizeof o) o = Outcome{true, -1, 0, -1, -1};
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return o;
-}
 
 std::string describe(const Outcome& o) {
   char buf[128];

@@ -21,21 +21,17 @@
 #include <type_traits>
 #include <utility>
 
+#include "fault_probe.hpp"
+
 namespace pkeys_test {
 
-enum class Access { read, write };
-
-struct Outcome {
-  bool faulted = false;
-  int signo = 0;
-  int code = 0;       // si_code
-  int fault_key = -1;  // pkeys_fault_pkey in the child's handler
-  int fault_vkey = -1;  // pkeys_vkey_fault in the child's handler
-};
-
-// Performs one access to `addr` in a forked child (which inherits the
-// calling thread's rights) and reports what happened.
-Outcome probe(void* addr, Access access);
+// The fork/pipe/SIGSEGV probe that pkeyctl demo uses too
+// (tools/common/fault_probe.hpp): probe(addr, access) makes one access in a
+// forked child, which inherits the calling thread's rights, and reports
+// whether and how it faulted.
+using pkeys_probe::Access;
+using pkeys_probe::Outcome;
+using pkeys_probe::probe;
 
 inline bool can_read(void* addr) { return !probe(addr, Access::read).faulted; }
 inline bool can_write(void* addr) { return !probe(addr, Access::write).faulted; }
