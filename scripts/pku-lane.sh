@@ -187,7 +187,9 @@ for kernel in "${kernels[@]}"; do
   elif ((ran == 0 || ${#failed[@]} > 0 || passed != ran)); then
     verdict="$passed of $ran test programs passed"
   fi
-  line="kernel ${uname:-$name}: $passed of $ran test programs passed$( ((skipped)) && echo " ($skipped with every test skipped)") in ${took}s"
+  skips=""
+  if ((skipped > 0)); then skips=" ($skipped with every test skipped)"; fi
+  line="kernel ${uname:-$name}: $passed of $ran test programs passed$skips in ${took}s"
   if [[ -n $verdict ]]; then
     status=1
     summary+=("FAIL $line")
