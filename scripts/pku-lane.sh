@@ -8,7 +8,8 @@
 # Fails when a test fails, the guest lacks PKU, or it does not finish in
 # time. Timings under TCG mean nothing; only correctness counts here.
 #
-# Prints one line per test program and kernel; the guest consoles are kept
+# Prints one line per test program and kernel (a program whose tests all
+# skipped exits 77: SKIP, not a failure); the guest consoles are kept
 # in BUILD_DIR/logs/console-KERNEL.log, escape sequences stripped. On a
 # failure it prints the failing program's part of the console.
 #
@@ -152,7 +153,7 @@ for kernel in "${kernels[@]}"; do
 
   uname=$(sed -n 's/^PKU-LANE-KERNEL: //p' "$console" | head -n1)
   failed=()
-  ran=0 passed=0
+  ran=0 passed=0 skipped=0
   while read -r prog; do
     ran=$((ran + 1))
     result=$(grep -a -m1 "^PKU-LANE-RESULT: $prog " "$console" || true)
@@ -161,6 +162,11 @@ for kernel in "${kernels[@]}"; do
     if [[ $rc == 0 ]]; then
       passed=$((passed + 1))
       printf '  PASS %-28s %s\n' "$prog" "$time"
+    elif [[ $rc == 77 ]]; then
+      # Every test in it skipped (the tests' main exits 77): not a failure,
+      # but said as what it is.
+      passed=$((passed + 1)) skipped=$((skipped + 1))
+      printf '  SKIP %-28s %s (every test skipped)\n' "$prog" "$time"
     elif [[ -z $result ]]; then
       failed+=("$prog")
       printf '  FAIL %-28s (no result: the guest stopped)\n' "$prog"
@@ -181,7 +187,9 @@ for kernel in "${kernels[@]}"; do
   elif ((ran == 0 || ${#failed[@]} > 0 || passed != ran)); then
     verdict="$passed of $ran test programs passed"
   fi
-  line="kernel ${uname:-$name}: $passed of $ran test programs passed in ${took}s"
+  skips=""
+  if ((skipped > 0)); then skips=" ($skipped with every test skipped)"; fi
+  line="kernel ${uname:-$name}: $passed of $ran test programs passed$skips in ${took}s"
   if [[ -n $verdict ]]; then
     status=1
     summary+=("FAIL $line")

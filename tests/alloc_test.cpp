@@ -6,18 +6,13 @@
 #include <vector>
 
 #include "pkeys/pkeys.h"
+#include "probe.hpp"
 
 TEST(Alloc, RejectsFlagsAndBadRights) {
-  errno = 0;
-  EXPECT_EQ(pkey_alloc(1, 0), -1);
-  EXPECT_EQ(errno, EINVAL);
-  errno = 0;
-  EXPECT_EQ(pkey_alloc(0x80000000u, 0), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkey_alloc(1, 0));
+  EXPECT_ERRNO(EINVAL, pkey_alloc(0x80000000u, 0));
   for (unsigned bad : {4u, 8u, 7u, 0xffffffffu}) {
-    errno = 0;
-    EXPECT_EQ(pkey_alloc(0, bad), -1) << bad;
-    EXPECT_EQ(errno, EINVAL) << bad;
+    EXPECT_ERRNO(EINVAL, pkey_alloc(0, bad)) << bad;
   }
 }
 
@@ -54,24 +49,18 @@ TEST(Alloc, LowestFreeFirstAndExhaustion) {
   const int middle = keys[keys.size() / 2];
   ASSERT_EQ(pkey_free(middle), 0);
   EXPECT_EQ(pkey_alloc(0, 0), middle);
-  errno = 0;
-  EXPECT_EQ(pkey_alloc(0, 0), -1);
-  EXPECT_EQ(errno, ENOSPC);
+  EXPECT_ERRNO(ENOSPC, pkey_alloc(0, 0));
   for (int k : keys) EXPECT_EQ(pkey_free(k), 0);
 }
 
 TEST(Free, RejectsKeysNotAllocated) {
   for (int bad : {-1, 0, pkeys_max_keys(), 1000, -1000}) {
-    errno = 0;
-    EXPECT_EQ(pkey_free(bad), -1) << bad;
-    EXPECT_EQ(errno, EINVAL) << bad;
+    EXPECT_ERRNO(EINVAL, pkey_free(bad)) << bad;
   }
   const int k = pkey_alloc(0, 0);
   ASSERT_GT(k, 0);
   ASSERT_EQ(pkey_free(k), 0);
-  errno = 0;
-  EXPECT_EQ(pkey_free(k), -1) << "double free";
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkey_free(k)) << "double free";
 }
 
 TEST(Backend, ReportsItself) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "pkeys/pkeys.h"
+#include "probe.hpp"
 
 namespace {
 
@@ -44,16 +45,12 @@ TEST(BackendSelection, FollowsPkeysBackend) {
     EXPECT_NE(reason.find("not a backend"), std::string::npos) << reason;
   }
   if (got == "none") {
-    errno = 0;
-    EXPECT_EQ(pkey_alloc(0, 0), -1);
-    EXPECT_EQ(errno, ENOSPC);
+    EXPECT_ERRNO(ENOSPC, pkey_alloc(0, 0));
     EXPECT_EQ(pkeys_max_keys(), 0);
     EXPECT_EQ(pkeys_capabilities(), 0u);
     // Every call fails cleanly without a backend.
     for (int r : {pkey_set(0, 0), pkey_get(0), pkey_set_all(0, 0), pkey_set_thread(1, 0, 0)}) EXPECT_EQ(r, -1);
-    errno = 0;
-    EXPECT_EQ(pkeys_vkey_create(0), -1);
-    EXPECT_EQ(errno, ENOSPC);
+    EXPECT_ERRNO(ENOSPC, pkeys_vkey_create(0));
     EXPECT_EQ(pkeys_mmap_execute_only(nullptr, 4096), MAP_FAILED);
     if (wanted == "x86-pku") {
       EXPECT_NE(reason.find("but"), std::string::npos) << reason;

@@ -167,12 +167,8 @@ TEST(Labels, SetGetAndCheck) {
   ASSERT_EQ(pkey_label(k, nullptr), 0) << errno_str();
   EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), 0);
   ASSERT_EQ(pkey_free(k), 0) << errno_str();
-  errno = 0;
-  EXPECT_EQ(pkey_label(k, "x"), -1);
-  EXPECT_EQ(errno, EINVAL);
-  errno = 0;
-  EXPECT_EQ(pkeys_get_label(k, buf, sizeof buf), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkey_label(k, "x"));
+  EXPECT_ERRNO(EINVAL, pkeys_get_label(k, buf, sizeof buf));
   const int again = pkey_alloc(0, 0);
   EXPECT_EQ(pkeys_get_label(again, buf, sizeof buf), 0) << "a new owner starts unlabelled";
   ASSERT_EQ(pkey_free(again), 0) << errno_str();

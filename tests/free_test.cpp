@@ -21,9 +21,7 @@ class SafeFree : public ::testing::Test {
     ASSERT_EQ(pkey_mprotect(page_, 2 * page_size(), PROT_READ | PROT_WRITE, key_), 0);
   }
   void expect_busy() {
-    errno = 0;
-    EXPECT_EQ(pkey_free(key_), -1);
-    EXPECT_EQ(errno, EBUSY);
+    EXPECT_ERRNO(EBUSY, pkey_free(key_));
     EXPECT_EQ(pkey_query(key_), 0) << "a refused free keeps the key";
   }
   int key_ = -1;

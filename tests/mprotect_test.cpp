@@ -16,9 +16,7 @@ TEST(Mprotect, RejectsKeysNotAllocated) {
   ASSERT_GT(k, 0);
   ASSERT_EQ(pkey_free(k), 0);
   for (int bad : {k, -2, pkeys_max_keys(), 4096}) {
-    errno = 0;
-    EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ, bad), -1) << bad;
-    EXPECT_EQ(errno, EINVAL) << bad;
+    EXPECT_ERRNO(EINVAL, pkey_mprotect(p, page_size(), PROT_READ, bad)) << bad;
   }
   EXPECT_TRUE(can_write(p)) << "a refused call changes nothing";
   ASSERT_EQ(::munmap(p, page_size()), 0);
@@ -28,16 +26,10 @@ TEST(Mprotect, PassesOnMprotectErrors) {
   const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
   ASSERT_GT(k, 0);
   auto* p = static_cast<char*>(map_pages(2));
-  errno = 0;
-  EXPECT_EQ(pkey_mprotect(p + 1, page_size(), PROT_READ, k), -1);
-  EXPECT_EQ(errno, EINVAL) << "unaligned address";
+  EXPECT_ERRNO(EINVAL, pkey_mprotect(p + 1, page_size(), PROT_READ, k)) << "unaligned address";
   ASSERT_EQ(::munmap(p + page_size(), page_size()), 0);
-  errno = 0;
-  EXPECT_EQ(pkey_mprotect(p + page_size(), page_size(), PROT_READ, k), -1);
-  EXPECT_EQ(errno, ENOMEM) << "unmapped range";
-  errno = 0;
-  EXPECT_EQ(pkey_mprotect(p, page_size(), 0x40000000, k), -1);
-  EXPECT_EQ(errno, EINVAL) << "bad protection bits";
+  EXPECT_ERRNO(ENOMEM, pkey_mprotect(p + page_size(), page_size(), PROT_READ, k)) << "unmapped range";
+  EXPECT_ERRNO(EINVAL, pkey_mprotect(p, page_size(), 0x40000000, k)) << "bad protection bits";
   // Nothing was tagged: the page is still writable and the key frees.
   EXPECT_TRUE(can_write(p));
   EXPECT_EQ(pkey_free(k), 0) << "no page carries the key";
@@ -91,9 +83,7 @@ TEST(Mprotect, MremapCarriesTheKeyAlong) {
   ASSERT_EQ(pkey_set(k, PKEY_DISABLE_ACCESS), 0);
   EXPECT_EQ(probe(q, Access::read).fault_key, k);
   ASSERT_EQ(pkey_set(k, 0), 0);
-  errno = 0;
-  EXPECT_EQ(pkey_free(k), -1) << "the moved pages still carry the key";
-  EXPECT_EQ(errno, EBUSY);
+  EXPECT_ERRNO(EBUSY, pkey_free(k)) << "the moved pages still carry the key";
   ASSERT_EQ(::munmap(q, 4 * page_size()), 0);
   EXPECT_EQ(pkey_free(k), 0);
 }

@@ -49,13 +49,9 @@ class WxPolicy : public ::testing::Test {
 
 TEST(ExecuteOnly, CodeRunsAndReadsFault) {
   if (!(pkeys_capabilities() & PKEYS_CAP_EXECUTE_ONLY)) {
-    errno = 0;
-    EXPECT_EQ(pkeys_mmap_execute_only(kReturn42, sizeof kReturn42), MAP_FAILED);
-    EXPECT_EQ(errno, ENOTSUP) << "the emulation never pretends";
+    EXPECT_MAP_ERRNO(ENOTSUP, pkeys_mmap_execute_only(kReturn42, sizeof kReturn42)) << "the emulation never pretends";
     void* p = map_pages(1);
-    errno = 0;
-    EXPECT_EQ(pkeys_mprotect_execute_only(p, page_size()), -1);
-    EXPECT_EQ(errno, ENOTSUP);
+    EXPECT_ERRNO(ENOTSUP, pkeys_mprotect_execute_only(p, page_size()));
     EXPECT_TRUE(can_write(p)) << "nothing changed";
     ::munmap(p, page_size());
     GTEST_SKIP() << "backend " << pkeys_backend() << " cannot make memory execute-only (checked: ENOTSUP)";
@@ -85,19 +81,13 @@ TEST_F(WxPolicy, DenyRefusesWritableAndExecutable) {
   const int v = pkeys_vkey_create(0);
   ASSERT_GT(k, 0);
   ASSERT_GT(v, 0);
-  errno = 0;
-  EXPECT_EQ(pkeys_set_wx_policy(7), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkeys_set_wx_policy(7));
   ASSERT_EQ(pkeys_set_wx_policy(PKEYS_WX_DENY), 0);
   EXPECT_EQ(pkeys_get_wx_policy(), PKEYS_WX_DENY);
   for (int key : {-1, 0, k}) {
-    errno = 0;
-    EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE | PROT_EXEC, key), -1) << key;
-    EXPECT_EQ(errno, EACCES) << key;
+    EXPECT_ERRNO(EACCES, pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE | PROT_EXEC, key)) << key;
   }
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_WRITE | PROT_EXEC, v), -1);
-  EXPECT_EQ(errno, EACCES);
+  EXPECT_ERRNO(EACCES, pkeys_vkey_mprotect(p, page_size(), PROT_WRITE | PROT_EXEC, v));
   EXPECT_EQ(perms_of(p), "rw-p") << "nothing changed";
   EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_EXEC, k), 0) << "W or X alone is fine";
   EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, 0), 0);
@@ -159,9 +149,7 @@ TEST_F(WxPolicy, CodeRegionWritesOnlyInsideAScope) {
   if (per_thread_rights()) {
     EXPECT_FALSE(other_could_write) << "the scope is this thread's";
   }
-  errno = 0;
-  EXPECT_EQ(pkeys_code_region_destroy(&code), -1) << "a scope is open";
-  EXPECT_EQ(errno, EBUSY);
+  EXPECT_ERRNO(EBUSY, pkeys_code_region_destroy(&code)) << "a scope is open";
   EXPECT_EQ(static_cast<unsigned char*>(code.exec)[0], kReturn42[0]) << "a refused destroy changes nothing";
   ASSERT_EQ(pkeys_code_write_end(&code), 0);
   EXPECT_FALSE(can_write(code.write));

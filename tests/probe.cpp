@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "probe.hpp"
 
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,50 +12,6 @@
 #include "pkeys/pkeys.h"
 
 namespace pkeys_test {
-namespace {
-
-int g_report_fd = -1;
-
-void report_fault(int signo, siginfo_t* si, void*) {
-  Outcome o{true, signo, si->si_code, pkeys_fault_pkey(si), pkeys_vkey_fault(si)};
-  (void)!::write(g_report_fd, &o, sizeof o);
-  ::_exit(0);
-}
-
-}  // namespace
-
-Outcome probe(void* addr, Access access) {
-  int fds[2];
-  if (::pipe(fds) != 0) std::abort();
-  const pid_t pid = ::fork();
-  if (pid < 0) std::abort();
-  if (pid == 0) {
-    ::close(fds[0]);
-    g_report_fd = fds[1];
-    struct sigaction sa {};
-    sa.sa_sigaction = report_fault;
-    sa.sa_flags = SA_SIGINFO;
-    ::sigaction(SIGSEGV, &sa, nullptr);
-    ::sigaction(SIGBUS, &sa, nullptr);
-    auto* p = static_cast<volatile char*>(addr);
-    if (access == Access::read)
-      (void)*p;
-    else
-      *p = 1;
-    Outcome ok;
-    (void)!::write(fds[1], &ok, sizeof ok);
-    ::_exit(0);
-  }
-  ::close(fds[1]);
-  Outcome o;
-  o.faulted = true;  // a child that dies without a report did not succeed
-  o.signo = -1;
-  if (::read(fds[0], &o, sizeof o) != sizeof o) o = Outcome{true, -1, 0, -1, -1};
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return o;
-}
 
 std::string describe(const Outcome& o) {
   char buf[128];
@@ -82,6 +36,30 @@ std::string errno_str() {
   const int e = errno;
   const char* name = ::strerrorname_np(e);
   return "errno " + std::to_string(e) + " " + (name ? name : "?") + " (" + std::strerror(e) + ")";
+}
+
+namespace {
+
+std::string errno_name(int e) {
+  if (e == 0) return "0 (none)";
+  const char* name = ::strerrorname_np(e);
+  return std::to_string(e) + " " + (name ? name : "?") + " (" + std::strerror(e) + ")";
+}
+
+}  // namespace
+
+::testing::AssertionResult check_errno(const char* call, int expected, ErrnoResult got) {
+  if (got.value == -1 && got.err == expected) return ::testing::AssertionSuccess();
+  auto r = ::testing::AssertionFailure() << call << " returned ";
+  if (!got.pointer)
+    r << got.value;
+  else if (got.value == -1)
+    r << "MAP_FAILED";
+  else
+    r << "a mapping";
+  // The caller's `<< context` follows on a line of its own.
+  return r << " with errno " << errno_name(got.err) << "; expected "
+           << (got.pointer ? "MAP_FAILED" : "-1") << " with errno " << errno_name(expected) << "\n";
 }
 
 namespace {

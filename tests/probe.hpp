@@ -2,35 +2,36 @@
 // Test helpers: touch memory in a forked child and report whether the
 // access faulted, and how; helpers to map pages; and the means for tests
 // to fail cleanly: errno in messages, threads that are always joined,
-// environment changes that are undone.
+// environment changes that are undone; EXPECT_ERRNO for calls that must
+// fail with a given errno.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/types.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
+
+#include "fault_probe.hpp"
 
 namespace pkeys_test {
 
-enum class Access { read, write };
-
-struct Outcome {
-  bool faulted = false;
-  int signo = 0;
-  int code = 0;       // si_code
-  int fault_key = -1;  // pkeys_fault_pkey in the child's handler
-  int fault_vkey = -1;  // pkeys_vkey_fault in the child's handler
-};
-
-// Performs one access to `addr` in a forked child (which inherits the
-// calling thread's rights) and reports what happened.
-Outcome probe(void* addr, Access access);
+// The fork/pipe/SIGSEGV probe that pkeyctl demo uses too
+// (tools/common/fault_probe.hpp): probe(addr, access) makes one access in a
+// forked child, which inherits the calling thread's rights, and reports
+// whether and how it faulted.
+using pkeys_probe::Access;
+using pkeys_probe::Outcome;
+using pkeys_probe::probe;
 
 inline bool can_read(void* addr) { return !probe(addr, Access::read).faulted; }
 inline bool can_write(void* addr) { return !probe(addr, Access::write).faulted; }
@@ -66,6 +67,31 @@ bool wait_until(const std::function<bool()>& done,
 // Whether thread `tid` of this process sleeps in system call `nr`
 // (/proc/self/task/TID/syscall); nullopt where the kernel cannot tell.
 std::optional<bool> in_syscall(pid_t tid, long nr);
+
+// What a call returned and the errno it left (errno cleared before it), for
+// EXPECT_ERRNO: the result is read before anything else can touch errno.
+struct ErrnoResult {
+  long long value;  // the int result, or the pointer's bits (MAP_FAILED: -1)
+  int err;
+  bool pointer;
+};
+
+template <bool Pointer, class F>
+ErrnoResult call_for_errno(F&& f) {
+  errno = 0;
+  const auto r = f();
+  const int e = errno;
+  static_assert(std::is_pointer_v<decltype(r)> == Pointer,
+                "EXPECT_ERRNO takes a call returning an int, EXPECT_MAP_ERRNO one returning a pointer");
+  if constexpr (Pointer)
+    return {static_cast<long long>(reinterpret_cast<std::uintptr_t>(r)), e, true};
+  else
+    return {static_cast<long long>(r), e, false};
+}
+
+// Success when `got` is the failure value (-1, or MAP_FAILED) with errno
+// `expected`; else a message naming the result and both errnos.
+::testing::AssertionResult check_errno(const char* call, int expected, ErrnoResult got);
 
 // Sets (or with nullptr unsets) an environment variable for one scope and
 // restores the previous value, or its absence, on leaving it: a test never
@@ -108,3 +134,18 @@ class ScopedThread {
 };
 
 }  // namespace pkeys_test
+
+// EXPECT_ERRNO(E, call): `call` (run with errno cleared) returns -1 and sets
+// errno to E; on a mismatch the message names what it returned and both
+// errnos. EXPECT_MAP_ERRNO: the same for calls that return MAP_FAILED.
+// Both take further `<< context`; the ASSERT_ forms end the test.
+#define PKEYS_ERRNO_CHECK_(E, call, pointer, on_failure)                                    \
+  GTEST_AMBIGUOUS_ELSE_BLOCKER_                                                               \
+  if (const ::testing::AssertionResult pkeys_errno_ar = ::pkeys_test::check_errno(             \
+          #call, (E), ::pkeys_test::call_for_errno<pointer>([&] { return (call); })))        \
+    ;                                                                                         \
+  else                                                                                        \
+    on_failure << pkeys_errno_ar.message()
+#define EXPECT_ERRNO(E, call) PKEYS_ERRNO_CHECK_(E, call, false, ADD_FAILURE())
+#define ASSERT_ERRNO(E, call) PKEYS_ERRNO_CHECK_(E, call, false, FAIL())
+#define EXPECT_MAP_ERRNO(E, call) PKEYS_ERRNO_CHECK_(E, call, true, ADD_FAILURE())

@@ -17,25 +17,15 @@ TEST(SetGet, RejectBadKeysAndRights) {
   const int k = pkey_alloc(0, 0);
   ASSERT_GT(k, 0);
   for (int bad : {-1, pkeys_max_keys(), 999}) {
-    errno = 0;
-    EXPECT_EQ(pkey_set(bad, 0), -1);
-    EXPECT_EQ(errno, EINVAL);
-    errno = 0;
-    EXPECT_EQ(pkey_get(bad), -1);
-    EXPECT_EQ(errno, EINVAL);
+    EXPECT_ERRNO(EINVAL, pkey_set(bad, 0));
+    EXPECT_ERRNO(EINVAL, pkey_get(bad));
   }
   const int unallocated = k + 1 < pkeys_max_keys() ? k + 1 : k - 1;
   if (unallocated > 0 && pkey_query(unallocated) < 0) {
-    errno = 0;
-    EXPECT_EQ(pkey_set(unallocated, 0), -1);
-    EXPECT_EQ(errno, EINVAL);
-    errno = 0;
-    EXPECT_EQ(pkey_get(unallocated), -1);
-    EXPECT_EQ(errno, EINVAL);
+    EXPECT_ERRNO(EINVAL, pkey_set(unallocated, 0));
+    EXPECT_ERRNO(EINVAL, pkey_get(unallocated));
   }
-  errno = 0;
-  EXPECT_EQ(pkey_set(k, 4), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkey_set(k, 4));
   EXPECT_EQ(pkey_get(k), 0) << "a refused set changes nothing";
   EXPECT_EQ(pkey_free(k), 0);
 }
@@ -43,29 +33,21 @@ TEST(SetGet, RejectBadKeysAndRights) {
 TEST(SetGet, KeyZeroIsReadableButNotRestrictable) {
   EXPECT_EQ(pkey_get(0), 0);
   EXPECT_EQ(pkey_query(0), 0);
-  errno = 0;
-  EXPECT_EQ(pkey_set(0, PKEY_DISABLE_ACCESS), -1);
-  EXPECT_EQ(errno, EINVAL);
-  errno = 0;
-  EXPECT_EQ(pkey_set(0, PKEY_DISABLE_WRITE), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkey_set(0, PKEY_DISABLE_ACCESS));
+  EXPECT_ERRNO(EINVAL, pkey_set(0, PKEY_DISABLE_WRITE));
   EXPECT_EQ(pkey_set(0, 0), 0);
   EXPECT_EQ(pkey_get(0), 0);
 }
 
 TEST(Query, EbadfForAnyKeyNotAllocated) {
   for (int bad : {-1, 1000, pkeys_max_keys(), -5}) {
-    errno = 0;
-    EXPECT_EQ(pkey_query(bad), -1) << bad;
-    EXPECT_EQ(errno, EBADF) << bad;
+    EXPECT_ERRNO(EBADF, pkey_query(bad)) << bad;
   }
   const int k = pkey_alloc(0, PKEY_DISABLE_WRITE);
   ASSERT_GT(k, 0);
   EXPECT_EQ(pkey_query(k), PKEY_DISABLE_WRITE);
   ASSERT_EQ(pkey_free(k), 0);
-  errno = 0;
-  EXPECT_EQ(pkey_query(k), -1);
-  EXPECT_EQ(errno, EBADF);
+  EXPECT_ERRNO(EBADF, pkey_query(k));
 }
 
 class Enforcement : public ::testing::Test {

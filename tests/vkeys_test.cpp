@@ -42,30 +42,18 @@ pkeys_vkey_stats stats() {
 }  // namespace
 
 TEST(VKeys, RejectBadArguments) {
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_create(4), -1);
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkeys_vkey_create(4));
   for (int bad : {0, -1, 1 << 30}) {
-    errno = 0;
-    EXPECT_EQ(pkeys_vkey_destroy(bad), -1);
-    EXPECT_EQ(errno, EINVAL);
-    errno = 0;
-    EXPECT_EQ(pkeys_vkey_begin(bad, 0), -1);
-    EXPECT_EQ(errno, EINVAL);
+    EXPECT_ERRNO(EINVAL, pkeys_vkey_destroy(bad));
+    EXPECT_ERRNO(EINVAL, pkeys_vkey_begin(bad, 0));
   }
   const int v = pkeys_vkey_create(0);
   ASSERT_GT(v, 0) << errno_str();
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_begin(v, 8), -1);
-  EXPECT_EQ(errno, EINVAL);
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_end(v), -1) << "not open in this thread";
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkeys_vkey_begin(v, 8));
+  EXPECT_ERRNO(EINVAL, pkeys_vkey_end(v)) << "not open in this thread";
   EXPECT_EQ(pkeys_vkey_get(v), 0);
   ASSERT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_destroy(v), -1) << "double destroy";
-  EXPECT_EQ(errno, EINVAL);
+  EXPECT_ERRNO(EINVAL, pkeys_vkey_destroy(v)) << "double destroy";
   EXPECT_EQ(pkeys_vkey_create(0), v) << "ids are reused";
   ASSERT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
 }
@@ -95,9 +83,7 @@ TEST(VKeys, ProcessWideSet) {
   EXPECT_TRUE(can_read(page.p));
   EXPECT_FALSE(can_write(page.p));
   ASSERT_EQ(pkeys_vkey_begin(page.v, 0), 0) << errno_str();
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_set(page.v, 0), -1) << "open in a thread";
-  EXPECT_EQ(errno, EBUSY);
+  EXPECT_ERRNO(EBUSY, pkeys_vkey_set(page.v, 0)) << "open in a thread";
   ASSERT_EQ(pkeys_vkey_end(page.v), 0) << errno_str();
   EXPECT_FALSE(can_write(page.p)) << "back to the process-wide rights";
   ASSERT_EQ(pkeys_vkey_set(page.v, PKEY_DISABLE_ACCESS), 0) << errno_str();
@@ -108,14 +94,10 @@ TEST(VKeys, DestroyIsRefusedWhileOpenOrTagged) {
   void* p = map_pages(1);
   const int v = pkeys_vkey_create(0);
   ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v), 0) << errno_str();
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_destroy(v), -1);
-  EXPECT_EQ(errno, EBUSY);
+  EXPECT_ERRNO(EBUSY, pkeys_vkey_destroy(v));
   ASSERT_EQ(pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, 0), 0) << errno_str();
   ASSERT_EQ(pkeys_vkey_begin(v, 0), 0) << errno_str();
-  errno = 0;
-  EXPECT_EQ(pkeys_vkey_destroy(v), -1);
-  EXPECT_EQ(errno, EBUSY);
+  EXPECT_ERRNO(EBUSY, pkeys_vkey_destroy(v));
   ASSERT_EQ(pkeys_vkey_end(v), 0) << errno_str();
   EXPECT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
   EXPECT_TRUE(can_write(p));
@@ -171,15 +153,11 @@ TEST(VKeys, BeginFailsWithEbusyWhenEveryCachedKeyIsOpen) {
     ASSERT_EQ(pkeys_vkey_begin(b.v, 0), 0) << errno_str();
     const pkeys_vkey_stats s = stats();
     EXPECT_EQ(s.pinned, 2u);
-    errno = 0;
-    EXPECT_EQ(pkeys_vkey_begin(c.v, 0), -1);
-    EXPECT_EQ(errno, EBUSY);
+    EXPECT_ERRNO(EBUSY, pkeys_vkey_begin(c.v, 0));
     EXPECT_FALSE(can_read(c.p)) << "nothing half-done";
     EXPECT_TRUE(can_write(a.p));
     EXPECT_TRUE(can_write(b.p));
-    errno = 0;
-    EXPECT_EQ(pkeys_vkey_set_cache_limit(1), -1) << "would evict an open vkey";
-    EXPECT_EQ(errno, EBUSY);
+    EXPECT_ERRNO(EBUSY, pkeys_vkey_set_cache_limit(1)) << "would evict an open vkey";
     ASSERT_EQ(pkeys_vkey_end(b.v), 0) << errno_str();
     ASSERT_EQ(pkeys_vkey_begin(c.v, 0), 0) << "b was unpinned and evicted";
     EXPECT_TRUE(can_write(c.p));

@@ -82,7 +82,10 @@ extern "C" {
 
 /* pkey_alloc flag: give the initial rights to every thread, not only the
  * caller. */
-#define PKEY_ALLOC_ALL_THREADS 0x40000000u
+#define PKEYS_ALLOC_ALL_THREADS 0x40000000u
+/* The flag's first name, kept as an alias; it sits in the kernel's and
+ * glibc's PKEY_ namespace, so new code should use PKEYS_ALLOC_ALL_THREADS. */
+#define PKEY_ALLOC_ALL_THREADS PKEYS_ALLOC_ALL_THREADS
 
 /* Capability bits, from pkeys_capabilities(). */
 #define PKEYS_CAP_HARDWARE 0x1u          /* keys enforced by the CPU (PKRU) */
@@ -200,6 +203,11 @@ PKEYS_API void pkeys_rights_restore(unsigned long long saved) __THROW;
 
 /* Names an allocated key for fault reports and pkeyctl (at most 63 bytes
  * are kept; NULL clears). EINVAL: key not allocated. */
+PKEYS_API int pkeys_set_label(int pkey, const char *label) __THROW;
+
+/* pkeys_set_label under its first name, kept as an alias (same
+ * behaviour); new code should use pkeys_set_label, the pair of
+ * pkeys_get_label. */
 PKEYS_API int pkey_label(int pkey, const char *label) __THROW;
 
 /* Copies a key's label into buf (always terminated); returns its length.

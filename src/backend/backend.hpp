@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: MIT
-// Backend: how a platform enforces key rights. One self-contained unit per
-// platform behind this interface; the Runtime (core) decides what is
-// allowed, a backend only does it.
+// Backend: the key hardware of a platform, and nothing else. One
+// self-contained unit per platform behind this interface, entered through
+// this header.
+//
+// A backend knows key numbers, the kernel's pkey calls, the thread's rights
+// word (PKRU, or a table on the emulation), rights in a signal frame,
+// si_pkey, its features (backend_consts.hpp) and what fork needs. It may
+// include arch/ and os/, but nothing else: no ranges, no vkeys, no /proc.
+// Calls take key numbers, rights and raw address ranges; the core's
+// bookkeeping never crosses this seam. What each backend must provide is
+// stated as a concept (backend_concept.hpp), checked where it is defined.
 //
 // Every method returns 0 (or a key number) on success and -errno on
 // failure, leaves the caller's errno alone, and changes nothing on failure.
-// The Runtime serialises all calls except set_rights/get_rights on a
-// backend with PKEYS_CAP_PER_THREAD_RIGHTS, which run without a lock.
+// The core serialises all calls except set_rights/get_rights on a backend
+// with kPerThreadRights, which run without a lock.
 #pragma once
 
 #include <signal.h>
@@ -16,16 +24,31 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/range_registry.hpp"
+#include "backend/backend_consts.hpp"
 
 namespace pkeys::backend {
+
+// What a backend without hardware enforcement asks of its host (the core,
+// which knows the pages): the backend owns this interface, the core
+// implements it. Called with the core's lock held, from the backend's
+// set_rights.
+class PageProtections {
+ public:
+  // Rights of `key` are now `rights` process-wide: protect every page that
+  // carries `key` so that they hold. 0, or the first error (some pages may
+  // have changed; the backend calls again with the old rights to undo).
+  virtual int enforce(int key, unsigned rights) noexcept = 0;
+
+ protected:
+  ~PageProtections() = default;
+};
 
 class Backend {
  public:
   virtual ~Backend() = default;
 
   virtual const char* name() const noexcept = 0;
-  virtual unsigned capabilities() const noexcept = 0;  // PKEYS_CAP_*
+  virtual unsigned capabilities() const noexcept = 0;  // kFeatures: PKEYS_CAP_*
   virtual int max_keys() const noexcept = 0;
 
   // Takes the lowest free key number >= 1, giving the calling thread
@@ -34,51 +57,56 @@ class Backend {
   // Returns a key no page carries any more. No thread keeps a right to it.
   virtual int release_key(int key) noexcept = 0;
 
-  // pkey_mprotect of [addr, addr+len) with key -1 (keep), 0 or an acquired
-  // key; `ranges` is the bookkeeping before the change.
-  virtual int protect(std::uintptr_t addr, std::size_t len, int prot, int key,
-                      const core::RangeRegistry& ranges) noexcept = 0;
+  // pkey_mprotect of [addr, addr+len) with key -1 (keep the pages' keys, as
+  // far as this backend can: a backend without hardware keeps none), 0 or
+  // an acquired key.
+  virtual int protect(std::uintptr_t addr, std::size_t len, int prot, int key) noexcept = 0;
 
-  virtual int set_rights(int key, unsigned rights,
-                         const core::RangeRegistry& ranges) noexcept = 0;
+  virtual int set_rights(int key, unsigned rights) noexcept = 0;
   virtual unsigned get_rights(int key) const noexcept = 0;
 
-  // Sets `key`'s rights in thread `tid` of this process, or with tid 0 in
-  // every thread, the caller included; returns once they applied it.
-  // -ESRCH: no such thread. -ETIMEDOUT: `missed` lists who did not.
+  // Sets `key`'s rights in thread `tid` of this process, or with
+  // kAllThreads in every thread, the caller included; returns once they
+  // applied it. -ESRCH: no such thread. -ETIMEDOUT: `missed` lists who did
+  // not.
   virtual int set_rights_in(pid_t tid, int key, unsigned rights,
-                            const core::RangeRegistry& ranges,
                             std::vector<pid_t>* missed) noexcept = 0;
+  // Returns once every other thread has run the cross-thread handshake,
+  // changing nothing. -ETIMEDOUT: `missed` lists who did not.
+  virtual int sync_threads(std::vector<pid_t>* missed) noexcept;
 
   // The calling thread's rights on every key, packed (2 bits a key), and
   // their restoration for the keys in `keys` (bit k: key k). Signal-safe.
-  virtual std::uint64_t save_thread_rights() const noexcept = 0;
-  virtual void restore_thread_rights(std::uint64_t saved, std::uint64_t keys) noexcept = 0;
+  // Process-wide rights (no kPerThreadRights): nothing to save.
+  virtual std::uint64_t save_thread_rights() const noexcept { return 0; }
+  virtual void restore_thread_rights(std::uint64_t, std::uint64_t) noexcept {}
 
   // In a signal handler: the rights of the code the signal interrupted on
-  // `key`, and giving the handler all of them. Signal-safe.
-  virtual unsigned interrupted_rights(const void* ucontext, int key) const noexcept = 0;
-  virtual int adopt_interrupted_rights(const void* ucontext) noexcept = 0;
+  // `key`, and giving the handler all of them. Signal-safe. Process-wide
+  // rights: the handler already has them.
+  virtual unsigned interrupted_rights(const void*, int key) const noexcept { return get_rights(key); }
+  virtual int adopt_interrupted_rights(const void*) noexcept { return 0; }
 
-  // The key whose rights caused this SIGSEGV, or -1. Async-signal-safe but
-  // for `ranges`, which the caller has locked.
-  virtual int fault_key(const siginfo_t& si,
-                        const core::RangeRegistry& ranges) const noexcept = 0;
+  // The key the hardware names for this fault (si_pkey), or -1: not a key
+  // fault, or a backend that cannot tell (the core's records decide).
+  // Async-signal-safe.
+  virtual int fault_key(const siginfo_t&) const noexcept { return -1; }
 
-  // Whether a mapped page carries `key`, as the kernel knows it: 1 or 0;
-  // -ENOSYS when the kernel cannot tell and the records must decide.
-  virtual int key_in_use(int key) const noexcept = 0;
+  // Backends without hardware enforcement: where page protections are
+  // asked for. Attached once, before any key exists.
+  virtual void attach(PageProtections&) noexcept {}
+
+  // Around fork(): take the backend's own locks (after the core's), and
+  // release them in parent and child. By default the handshake's, which
+  // every backend's sync_threads uses: a child must never start with it held.
+  virtual void prepare_fork() noexcept;
+  virtual void after_fork() noexcept;
 };
 
-// Page protection that enforces process-wide `rights` on pages the program
-// asked to have `prot`: DISABLE_ACCESS removes read, write and execute
-// (x86 cannot deny reads of executable pages without PKU), DISABLE_WRITE
-// removes write. Other bits, valid or not, pass to the kernel untouched.
-constexpr int enforced_prot(int prot, unsigned rights) noexcept {
-  constexpr int kRead = 0x1, kWrite = 0x2, kExec = 0x4;  // PROT_*
-  if (rights & 0x1) return prot & ~(kRead | kWrite | kExec);  // PKEY_DISABLE_ACCESS
-  if (rights & 0x2) return prot & ~kWrite;                      // PKEY_DISABLE_WRITE
-  return prot;
-}
+// The handshake alone, for a process with no usable backend.
+int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept;
+// Fork hooks for a process with no usable backend: the handshake's lock.
+void prepare_fork_without_backend() noexcept;
+void after_fork_without_backend() noexcept;
 
 }  // namespace pkeys::backend

@@ -37,7 +37,7 @@ Selection select_backend() {
   }
   const std::string missing = why_no_pku();
   if (missing.empty()) {
-    s.backend = std::make_unique<X86PkuBackend>(16);
+    s.backend = std::make_unique<X86PkuBackend>();
     s.reason = wanted == "auto" ? "auto: the CPU has PKU, the OS enabled it and the kernel's pkey_alloc works"
                                 : "PKEYS_BACKEND=x86-pku, and the hardware supports it";
     return s;

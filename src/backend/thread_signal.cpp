@@ -153,7 +153,7 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
   const int saved_errno = errno;
   std::lock_guard lock(g_mutex);
   if (missed) missed->clear();
-  if (tid != 0 && (tid <= 0 || !is_thread_of_self(tid))) return -ESRCH;
+  if (tid != kOtherThreads && (tid <= 0 || !is_thread_of_self(tid))) return -ESRCH;
   if (int r = install_handler(); r < 0) return r;
 
   static std::uint32_t generation = 0;
@@ -188,7 +188,7 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
   int result = 0;
   for (bool first = true;; first = false) {
     // Find targets: the named thread once, or every thread not yet seen.
-    if (tid != 0) {
+    if (tid != kOtherThreads) {
       if (first && (result = add_target(tid)) < 0) break;
     } else {
       task_dir.list(threads);
@@ -227,7 +227,7 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
         for (int i : open) missed->push_back(g_slots[i].tid.load(std::memory_order_relaxed));
       break;
     }
-    if (tid != 0) break;
+    if (tid != kOtherThreads) break;
     // Done when a fresh scan finds no thread that was not reached.
     task_dir.list(threads);
     bool fresh = false;

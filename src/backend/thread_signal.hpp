@@ -29,8 +29,12 @@ struct RightsChange {
   unsigned rights;  // PKEY_DISABLE_* bits
 };
 
+// Thread id 0 for apply_in_threads: every thread of the process but the
+// caller. (Backend::set_rights_in's 0 includes the caller: kAllThreads.)
+constexpr pid_t kOtherThreads = 0;
+
 // Applies `change` in thread `tid` (a thread of this process, not the
-// caller), or, with tid == 0, in every thread but the caller. Returns 0,
+// caller), or, with kOtherThreads, in every thread but the caller. Returns 0,
 // -ESRCH (tid is not a thread of this process), -ETIMEDOUT (see `missed`),
 // or another -errno when the signal handler cannot be installed.
 int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed);
@@ -38,9 +42,9 @@ int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed)
 // The signal number used, after the first call; 0 before.
 int thread_rights_signal() noexcept;
 
-// Held by a cross-thread change while it runs. The Runtime takes it (after
-// its own lock, the order every caller uses) around fork, so that a child
-// never starts with it held.
+// Held by a cross-thread change while it runs. The backends' fork hooks
+// (Backend::prepare_fork) take it (after the core's lock, the order every caller uses), so that a
+// child never starts with it held.
 std::mutex& thread_signal_mutex() noexcept;
 
 }  // namespace pkeys::backend

@@ -9,35 +9,35 @@
 // attempt reaches them all, so it is never handed out with stale rights.
 #pragma once
 
-#include <vector>
+#include <cstdint>
 
 #include "backend/backend.hpp"
+#include "backend/backend_concept.hpp"
 
 namespace pkeys::backend {
 
 class X86PkuBackend final : public Backend {
  public:
-  explicit X86PkuBackend(int max_keys);
+  static constexpr const char* kName = "x86-pku";
+  static constexpr unsigned kFeatures = kHardware | kPerThreadRights | kExecuteOnly | kFaultPkey;
+  static constexpr int kMaxKeys = 16;  // PKRU holds 16 keys' rights
 
-  const char* name() const noexcept override { return "x86-pku"; }
-  unsigned capabilities() const noexcept override;
-  int max_keys() const noexcept override { return max_keys_; }
+  X86PkuBackend() noexcept;
+
+  const char* name() const noexcept override { return kName; }
+  unsigned capabilities() const noexcept override { return kFeatures; }
+  int max_keys() const noexcept override { return kMaxKeys; }
   int acquire_key(unsigned rights) noexcept override;
   int release_key(int key) noexcept override;
-  int protect(std::uintptr_t addr, std::size_t len, int prot, int key,
-              const core::RangeRegistry& ranges) noexcept override;
-  int set_rights(int key, unsigned rights,
-                 const core::RangeRegistry& ranges) noexcept override;
+  int protect(std::uintptr_t addr, std::size_t len, int prot, int key) noexcept override;
+  int set_rights(int key, unsigned rights) noexcept override;
   unsigned get_rights(int key) const noexcept override;
-  int set_rights_in(pid_t tid, int key, unsigned rights, const core::RangeRegistry& ranges,
-                    std::vector<pid_t>* missed) noexcept override;
+  int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed) noexcept override;
   std::uint64_t save_thread_rights() const noexcept override;
   void restore_thread_rights(std::uint64_t saved, std::uint64_t keys) noexcept override;
   unsigned interrupted_rights(const void* ucontext, int key) const noexcept override;
   int adopt_interrupted_rights(const void* ucontext) noexcept override;
-  int fault_key(const siginfo_t& si,
-                const core::RangeRegistry& ranges) const noexcept override;
-  int key_in_use(int key) const noexcept override;
+  int fault_key(const siginfo_t& si) const noexcept override;
 
   // Probes the kernel: true when pkey_alloc works here.
   static bool kernel_supports_pkeys() noexcept;
@@ -45,8 +45,9 @@ class X86PkuBackend final : public Backend {
  private:
   // Retries the reset of quarantined numbers; frees those now clean.
   void retry_quarantine() noexcept;
-  int max_keys_;
-  std::vector<int> quarantine_;
+  std::uint32_t quarantine_ = 0;  // bit k: number k awaits its reset (no allocation)
 };
+
+static_assert(KeyHardware<X86PkuBackend>);
 
 }  // namespace pkeys::backend

@@ -10,19 +10,35 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-#include "arch/x86_64/syscall.hpp"
+#include <new>
+
+#include "arch/arch.hpp"
 #include "capi/errno_result.hpp"
+#include "core/address_space.hpp"
 #include "core/runtime.hpp"
 #include "pkeys/pkeys.h"
 
 using pkeys::capi::ErrnoResult;
-using pkeys::core::g_tagged_ranges;
+using pkeys::core::AddressSpace;
 using pkeys::core::Runtime;
 namespace sys = pkeys::sys;
 
 namespace {
 
-bool tracking() noexcept { return g_tagged_ranges.load(std::memory_order_acquire) != 0; }
+bool tracking() noexcept { return AddressSpace::any_tagged(); }
+
+// These are noexcept to their callers: out of memory (constructing the
+// Runtime, or records that must split) is ENOMEM, never std::terminate.
+template <class F>
+long guarded(F&& f) noexcept {
+  try {
+    return f(Runtime::instance());
+  } catch (const std::bad_alloc&) {
+    return -ENOMEM;
+  } catch (...) {
+    return -EIO;
+  }
+}
 
 void* as_pointer(long r) noexcept {
   if (r < 0 && r >= -4095) {
@@ -40,7 +56,7 @@ PKEYS_API void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t 
   if (!tracking())
     return as_pointer(sys::raw_syscall(SYS_mmap, reinterpret_cast<long>(addr),
                                        static_cast<long>(len), prot, flags, fd, offset));
-  return as_pointer(Runtime::instance().map(addr, len, prot, flags, fd, offset));
+  return as_pointer(guarded([&](Runtime& rt) { return rt.map(addr, len, prot, flags, fd, offset); }));
 }
 
 PKEYS_API void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off64_t offset) __THROW {
@@ -52,7 +68,7 @@ PKEYS_API int munmap(void* addr, size_t len) __THROW {
   if (!tracking())
     return static_cast<int>(result(sys::raw_syscall(SYS_munmap, reinterpret_cast<long>(addr),
                                                     static_cast<long>(len))));
-  return static_cast<int>(result(Runtime::instance().unmap(addr, len)));
+  return static_cast<int>(result(guarded([&](Runtime& rt) { return rt.unmap(addr, len); })));
 }
 
 PKEYS_API int mprotect(void* addr, size_t len, int prot) __THROW {
@@ -60,7 +76,8 @@ PKEYS_API int mprotect(void* addr, size_t len, int prot) __THROW {
   if (!tracking())
     return static_cast<int>(result(sys::raw_syscall(SYS_mprotect, reinterpret_cast<long>(addr),
                                                     static_cast<long>(len), prot)));
-  return static_cast<int>(result(Runtime::instance().protect(addr, len, prot, -1)));
+  return static_cast<int>(
+      result(guarded([&](Runtime& rt) -> long { return rt.protect(addr, len, prot, -1); })));
 }
 
 PKEYS_API void* mremap(void* old_addr, size_t old_len, size_t new_len, int flags, ...) __THROW {
@@ -75,7 +92,7 @@ PKEYS_API void* mremap(void* old_addr, size_t old_len, size_t new_len, int flags
     return as_pointer(sys::raw_syscall(SYS_mremap, reinterpret_cast<long>(old_addr),
                                        static_cast<long>(old_len), static_cast<long>(new_len),
                                        flags, reinterpret_cast<long>(new_addr)));
-  return as_pointer(Runtime::instance().remap(old_addr, old_len, new_len, flags, new_addr));
+  return as_pointer(guarded([&](Runtime& rt) { return rt.remap(old_addr, old_len, new_len, flags, new_addr); }));
 }
 
 }  // extern "C"

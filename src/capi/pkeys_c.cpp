@@ -93,8 +93,16 @@ int pkeys_sync_missed(pid_t* tids, int max) __THROW {
 }
 
 int pkeys_signal_enter(const void* ucontext) __THROW {
+  // The input first, so that NULL fails alike before and after the Runtime
+  // exists.
+  if (!ucontext) {
+    errno = EINVAL;
+    return -1;
+  }
   const int saved_errno = errno;  // a signal handler's first call
-  const int r = Runtime::instance().signal_enter(ucontext);
+  // Never constructs the Runtime here: without it no key exists to adopt.
+  Runtime* rt = Runtime::if_constructed();
+  const int r = rt ? rt->signal_enter(ucontext) : 0;
   errno = r < 0 ? -r : saved_errno;
   return r < 0 ? -1 : 0;
 }
@@ -110,9 +118,11 @@ void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW {
   siglongjmp(env[0].jmp, val);
 }
 
-int pkey_label(int pkey, const char* label) __THROW {
+int pkeys_set_label(int pkey, const char* label) __THROW {
   return call([&](Runtime& rt) { return rt.set_label(pkey, label); });
 }
+
+int pkey_label(int pkey, const char* label) __THROW { return pkeys_set_label(pkey, label); }
 
 int pkeys_get_label(int pkey, char* buf, size_t len) __THROW {
   return call([&](Runtime& rt) { return rt.get_label(pkey, buf, len); });
@@ -155,8 +165,10 @@ int pkeys_vkey_get(int vkey) __THROW {
 }
 
 int pkeys_vkey_fault(const siginfo_t* si) __THROW {
+  if (!si) return -1;  // the input first: before and after the Runtime exists
   const int saved_errno = errno;
-  const int vkey = Runtime::instance().fault_vkey(si);
+  Runtime* rt = Runtime::if_constructed();  // a signal handler's call: never constructs
+  const int vkey = rt ? rt->fault_vkey(si) : -1;
   errno = saved_errno;
   return vkey;
 }
@@ -214,9 +226,8 @@ int pkeys_get_ranges(struct pkeys_range* out, int max) __THROW {
     const auto ranges = rt.ranges();
     for (int i = 0; out && i < max && i < static_cast<int>(ranges.size()); ++i) {
       const auto& r = ranges[static_cast<std::size_t>(i)];
-      const bool vkey = pkeys::core::is_vkey_tag(r.key);
-      out[i] = pkeys_range{reinterpret_cast<void*>(r.start), r.end - r.start, vkey ? -1 : r.key,
-                           vkey ? r.key - pkeys::core::kVKeyTagBase : 0, r.prot};
+      out[i] = pkeys_range{reinterpret_cast<void*>(r.start), r.end - r.start, r.tag.is_vkey() ? -1 : r.tag.key(),
+                           r.tag.vkey(), r.prot};
     }
     return static_cast<long>(ranges.size());
   });
@@ -241,8 +252,10 @@ unsigned int pkeys_capabilities(void) __THROW { return Runtime::instance().capab
 int pkeys_max_keys(void) __THROW { return Runtime::instance().max_keys(); }
 
 int pkeys_fault_pkey(const siginfo_t* si) __THROW {
+  if (!si) return -1;  // the input first: before and after the Runtime exists
   const int saved_errno = errno;  // called from signal handlers
-  const int key = Runtime::instance().fault_key(si);
+  Runtime* rt = Runtime::if_constructed();  // never constructs: without it no key exists
+  const int key = rt ? rt->fault_key(si) : -1;
   errno = saved_errno;
   return key;
 }

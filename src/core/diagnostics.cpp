@@ -34,7 +34,9 @@ void hand_over(int sig, siginfo_t* si, void* ucontext) {
 void on_segv(int sig, siginfo_t* si, void* ucontext) {
   const int saved_errno = errno;
   FaultReport report;
-  if (Runtime::instance().describe_fault(si, ucontext, &report))
+  // Constructed before the handler was installed; never constructed here.
+  Runtime* rt = Runtime::if_constructed();
+  if (rt && rt->describe_fault(si, ucontext, &report))
     write_fault_report(STDERR_FILENO, report);
   errno = saved_errno;
   hand_over(sig, si, ucontext);

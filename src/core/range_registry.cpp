@@ -7,13 +7,18 @@ namespace pkeys::core {
 
 void RangeRegistry::insert(std::uintptr_t start, Entry e) {
   ranges_.emplace(start, e);
-  by_key_[e.key].insert(start);
+  try {
+    by_tag_[e.tag].insert(start);
+  } catch (...) {
+    ranges_.erase(start);  // both indexes or neither
+    throw;
+  }
 }
 
-void RangeRegistry::remove(std::map<std::uintptr_t, Entry>::iterator it) {
-  auto k = by_key_.find(it->second.key);
+void RangeRegistry::remove(std::map<std::uintptr_t, Entry>::iterator it) noexcept {
+  auto k = by_tag_.find(it->second.tag);
   k->second.erase(it->first);
-  if (k->second.empty()) by_key_.erase(k);
+  if (k->second.empty()) by_tag_.erase(k);
   ranges_.erase(it);
 }
 
@@ -26,19 +31,46 @@ void RangeRegistry::erase(std::uintptr_t start, std::uintptr_t end) {
     const std::uintptr_t s = cur->first;
     const Entry e = cur->second;
     if (e.end <= start) continue;
-    remove(cur);
-    if (s < start) insert(s, Entry{start, e.key, e.prot});
-    if (e.end > end) insert(end, Entry{e.end, e.key, e.prot});
+    // Straddling edges keep their outer parts: shrink in place or add the
+    // tail first, so that running out of memory loses no record.
+    if (e.end > end) insert(end, Entry{e.end, e.tag, e.prot});
+    if (s < start) {
+      cur->second.end = start;
+    } else {
+      remove(cur);
+    }
   }
 }
 
-void RangeRegistry::merge_around(std::uintptr_t start) {
+void RangeRegistry::split_at(std::uintptr_t addr) {
+  auto it = ranges_.upper_bound(addr);
+  if (it == ranges_.begin()) return;
+  --it;
+  if (it->first == addr || it->second.end <= addr) return;
+  const Entry e = it->second;
+  insert(addr, Entry{e.end, e.tag, e.prot});
+  it->second.end = addr;
+}
+
+void RangeRegistry::merge_at(std::uintptr_t addr) noexcept { merge_around(addr); }
+
+void RangeRegistry::drop_overlapping(std::uintptr_t start, std::uintptr_t end) noexcept {
+  if (start >= end || ranges_.empty()) return;
+  auto it = ranges_.upper_bound(start);
+  if (it != ranges_.begin()) --it;
+  while (it != ranges_.end() && it->first < end) {
+    auto cur = it++;
+    if (cur->second.end > start) remove(cur);
+  }
+}
+
+void RangeRegistry::merge_around(std::uintptr_t start) noexcept {
   auto it = ranges_.find(start);
   if (it == ranges_.end()) return;
   // Merge with the following range.
   auto next = std::next(it);
   if (next != ranges_.end() && next->first == it->second.end &&
-      next->second.key == it->second.key && next->second.prot == it->second.prot) {
+      next->second.tag == it->second.tag && next->second.prot == it->second.prot) {
     const std::uintptr_t new_end = next->second.end;
     remove(next);
     it->second.end = new_end;
@@ -46,7 +78,7 @@ void RangeRegistry::merge_around(std::uintptr_t start) {
   // Merge into the preceding range.
   if (it != ranges_.begin()) {
     auto prev = std::prev(it);
-    if (prev->second.end == it->first && prev->second.key == it->second.key &&
+    if (prev->second.end == it->first && prev->second.tag == it->second.tag &&
         prev->second.prot == it->second.prot) {
       const std::uintptr_t new_end = it->second.end;
       remove(it);
@@ -55,16 +87,16 @@ void RangeRegistry::merge_around(std::uintptr_t start) {
   }
 }
 
-void RangeRegistry::assign(std::uintptr_t start, std::uintptr_t end, int key, int prot) {
+void RangeRegistry::assign(std::uintptr_t start, std::uintptr_t end, Tag tag, int prot) {
   erase(start, end);
-  if (start >= end || key <= 0) return;
-  insert(start, Entry{end, key, prot});
+  if (start >= end || tag.untagged()) return;
+  insert(start, Entry{end, tag, prot});
   merge_around(start);
 }
 
 void RangeRegistry::reprotect(std::uintptr_t start, std::uintptr_t end, int prot) {
   for (const TaggedRange& p : pieces(start, end))
-    if (p.key > 0) assign(p.start, p.end, p.key, prot);
+    if (!p.tag.untagged()) assign(p.start, p.end, p.tag, prot);
 }
 
 void RangeRegistry::move(std::uintptr_t from, std::size_t old_len, std::uintptr_t to,
@@ -72,7 +104,7 @@ void RangeRegistry::move(std::uintptr_t from, std::size_t old_len, std::uintptr_
   const std::uintptr_t old_end = from + old_len;
   std::vector<TaggedRange> moved;
   for (const TaggedRange& p : pieces(from, old_end))
-    if (p.key > 0) moved.push_back(p);
+    if (!p.tag.untagged()) moved.push_back(p);
   erase(from, old_end);
   for (TaggedRange p : moved) {
     // A mapping that grows keeps the key of its last page, as the kernel
@@ -80,15 +112,15 @@ void RangeRegistry::move(std::uintptr_t from, std::size_t old_len, std::uintptr_
     if (p.end == old_end && new_len > old_len) p.end = from + new_len;
     const std::uintptr_t s = to + (p.start - from);
     const std::uintptr_t e = std::min(to + (p.end - from), to + new_len);
-    if (s < e) assign(s, e, p.key, p.prot);
+    if (s < e) assign(s, e, p.tag, p.prot);
   }
 }
 
-void RangeRegistry::erase_key(int key) {
-  auto k = by_key_.find(key);
-  if (k == by_key_.end()) return;
+void RangeRegistry::erase_tag(Tag tag) {
+  auto k = by_tag_.find(tag);
+  if (k == by_tag_.end()) return;
   for (std::uintptr_t start : k->second) ranges_.erase(start);
-  by_key_.erase(k);
+  by_tag_.erase(k);
 }
 
 void RangeRegistry::keep_only(
@@ -100,12 +132,12 @@ void RangeRegistry::keep_only(
     for (; m != mapped.end() && m->first < e.end; ++m) {
       const std::uintptr_t s = std::max(start, m->first);
       const std::uintptr_t t = std::min(e.end, m->second);
-      if (s < t) kept.push_back(TaggedRange{s, t, e.key, e.prot});
+      if (s < t) kept.push_back(TaggedRange{s, t, e.tag, e.prot});
     }
   }
   ranges_.clear();
-  by_key_.clear();
-  for (const TaggedRange& r : kept) assign(r.start, r.end, r.key, r.prot);
+  by_tag_.clear();
+  for (const TaggedRange& r : kept) assign(r.start, r.end, r.tag, r.prot);
 }
 
 std::vector<TaggedRange> RangeRegistry::pieces(std::uintptr_t start,
@@ -118,11 +150,11 @@ std::vector<TaggedRange> RangeRegistry::pieces(std::uintptr_t start,
     const std::uintptr_t s = std::max(it->first, start);
     const std::uintptr_t e = std::min(it->second.end, end);
     if (s >= e) continue;
-    if (cursor < s) out.push_back(TaggedRange{cursor, s, 0, 0});
-    out.push_back(TaggedRange{s, e, it->second.key, it->second.prot});
+    if (cursor < s) out.push_back(TaggedRange{cursor, s, Tag{}, 0});
+    out.push_back(TaggedRange{s, e, it->second.tag, it->second.prot});
     cursor = e;
   }
-  if (cursor < end) out.push_back(TaggedRange{cursor, end, 0, 0});
+  if (cursor < end) out.push_back(TaggedRange{cursor, end, Tag{}, 0});
   return out;
 }
 
@@ -131,12 +163,12 @@ std::optional<TaggedRange> RangeRegistry::find(std::uintptr_t addr) const {
   if (it == ranges_.begin()) return std::nullopt;
   --it;
   if (addr >= it->second.end) return std::nullopt;
-  return TaggedRange{it->first, it->second.end, it->second.key, it->second.prot};
+  return TaggedRange{it->first, it->second.end, it->second.tag, it->second.prot};
 }
 
-std::size_t RangeRegistry::key_count(int key) const {
-  auto k = by_key_.find(key);
-  return k == by_key_.end() ? 0 : k->second.size();
+std::size_t RangeRegistry::count(Tag tag) const {
+  auto k = by_tag_.find(tag);
+  return k == by_tag_.end() ? 0 : k->second.size();
 }
 
 }  // namespace pkeys::core

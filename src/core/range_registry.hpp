@@ -2,10 +2,9 @@
 // RangeRegistry: which address ranges carry which key, with the page
 // protection the program asked for.
 //
-// Pure bookkeeping: it knows nothing of how a backend enforces rights. The
-// emulated backend derives page protections from it; every backend uses it
-// for fault attribution and, where the kernel cannot tell, for safe free.
-// Not thread-safe: the Runtime's lock guards it.
+// Pure bookkeeping: it knows nothing of how rights are enforced. The
+// address space (address_space.hpp) owns it, guards it with its lock and
+// derives page protections, fault attribution and safe free from it.
 #pragma once
 
 #include <cstddef>
@@ -16,20 +15,23 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/tag.hpp"
+
 namespace pkeys::core {
 
 struct TaggedRange {
   std::uintptr_t start;
   std::uintptr_t end;  // exclusive, page-aligned
-  int key;             // 0 for an untagged gap in pieces()
+  Tag tag;             // untagged for a gap in pieces()
   int prot;            // what the program asked for (PROT_*)
 };
 
 class RangeRegistry {
  public:
-  // Records [start, end) as carrying `key` (>= 1) with `prot`, replacing
-  // whatever overlapped; neighbours with the same key and prot merge.
-  void assign(std::uintptr_t start, std::uintptr_t end, int key, int prot);
+  // Records [start, end) as carrying `tag` with `prot`, replacing whatever
+  // overlapped; neighbours with the same tag and prot merge. An untagged
+  // `tag` only forgets.
+  void assign(std::uintptr_t start, std::uintptr_t end, Tag tag, int prot);
   // Forgets [start, end), splitting ranges that straddle its edges.
   void erase(std::uintptr_t start, std::uintptr_t end);
   // Keeps each tagged piece of [start, end) with its key, protection `prot`.
@@ -37,47 +39,56 @@ class RangeRegistry {
   // mremap moved [from, from + old_len) to `to` with `new_len`.
   void move(std::uintptr_t from, std::size_t old_len, std::uintptr_t to,
             std::size_t new_len);
-  // Forgets every range of `key`.
-  void erase_key(int key);
+  // Forgets every range of `tag`.
+  void erase_tag(Tag tag);
   // Keeps only the parts that lie inside `mapped` (sorted, disjoint).
   void keep_only(const std::vector<std::pair<std::uintptr_t, std::uintptr_t>>& mapped);
 
-  // [start, end) cut at range edges: tagged pieces and untagged gaps (key 0).
+  // Cuts ranges at `addr`, so that an erase there later only removes
+  // entries (allocates now, never then). Same records, more entries.
+  void split_at(std::uintptr_t addr);
+  // Merges the ranges meeting at `addr` again where they can (no allocation).
+  void merge_at(std::uintptr_t addr) noexcept;
+  // Forgets every range that overlaps [start, end), whole: the fallback when
+  // memory ran out, allocating nothing.
+  void drop_overlapping(std::uintptr_t start, std::uintptr_t end) noexcept;
+
+  // [start, end) cut at range edges: tagged pieces and untagged gaps.
   std::vector<TaggedRange> pieces(std::uintptr_t start, std::uintptr_t end) const;
   std::optional<TaggedRange> find(std::uintptr_t addr) const;
-  bool has_key(int key) const { return key_count(key) != 0; }
-  std::size_t key_count(int key) const;
+  bool has(Tag tag) const { return count(tag) != 0; }
+  std::size_t count(Tag tag) const;
   std::size_t size() const { return ranges_.size(); }
   bool empty() const { return ranges_.empty(); }
 
-  // Calls f(const TaggedRange&) for each range of `key`, in address order.
+  // Calls f(const TaggedRange&) for each range of `tag`, in address order.
   template <class F>
-  void for_each_of_key(int key, F&& f) const {
-    auto it = by_key_.find(key);
-    if (it == by_key_.end()) return;
+  void for_each_of(Tag tag, F&& f) const {
+    auto it = by_tag_.find(tag);
+    if (it == by_tag_.end()) return;
     for (std::uintptr_t start : it->second) {
       const Entry& e = ranges_.at(start);
-      f(TaggedRange{start, e.end, e.key, e.prot});
+      f(TaggedRange{start, e.end, e.tag, e.prot});
     }
   }
   // Calls f(const TaggedRange&) for every range, in address order.
   template <class F>
   void for_each(F&& f) const {
-    for (const auto& [start, e] : ranges_) f(TaggedRange{start, e.end, e.key, e.prot});
+    for (const auto& [start, e] : ranges_) f(TaggedRange{start, e.end, e.tag, e.prot});
   }
 
  private:
   struct Entry {
     std::uintptr_t end;
-    int key;
+    Tag tag;
     int prot;
   };
   void insert(std::uintptr_t start, Entry e);
-  void remove(std::map<std::uintptr_t, Entry>::iterator it);
-  void merge_around(std::uintptr_t start);
+  void remove(std::map<std::uintptr_t, Entry>::iterator it) noexcept;
+  void merge_around(std::uintptr_t start) noexcept;
 
   std::map<std::uintptr_t, Entry> ranges_;  // by start, disjoint
-  std::unordered_map<int, std::set<std::uintptr_t>> by_key_;
+  std::unordered_map<Tag, std::set<std::uintptr_t>> by_tag_;
 };
 
 }  // namespace pkeys::core

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MIT
-// Runtime: the process-wide key manager behind both APIs.
+// Runtime: the process-wide composition behind both APIs.
 //
-// It owns the key table and the range registry and decides what is
-// allowed (which keys exist, when a free is safe); the backend, chosen at
-// first use, enforces rights. All operations return a value >= 0 or
+// It picks the backend at first use and puts the rooms together: the key
+// table (key_table.hpp, constant-initialised), the address space
+// (address_space.hpp: lock, records, page protections), the vkeys
+// (vkeys.hpp). Each operation checks its arguments, takes the lock where
+// the rooms need it, and hands over to them. All return a value >= 0 or
 // -errno, and change nothing on failure.
 #pragma once
 
@@ -13,37 +15,34 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "core/address_space.hpp"
 #include "core/fault_report.hpp"
-#include "core/range_registry.hpp"
+#include "core/key_table.hpp"
 #include "core/vkeys.hpp"
 
 namespace pkeys::core {
 
-// Number of tagged ranges recorded; lets the mmap family skip all
-// bookkeeping while no range is tagged.
-extern std::atomic<std::size_t> g_tagged_ranges;
-
 class Runtime {
  public:
-  static constexpr int kKeyLimit = 64;  // key numbers the table can hold
+  static constexpr int kKeyLimit = KeyTable::kKeyLimit;
+  static constexpr unsigned kAllocAllThreads = KeyTable::kAllocAllThreads;
 
+  // Constructs the Runtime at first use (chooses the backend).
   static Runtime& instance();
+  // The Runtime if it exists, else null; never constructs, allocates or
+  // locks: for signal handlers.
+  static Runtime* if_constructed() noexcept { return constructed_.load(std::memory_order_acquire); }
 
   const char* backend_name() const noexcept { return backend_ ? backend_->name() : "none"; }
   const std::string& backend_reason() const noexcept { return reason_; }
   unsigned capabilities() const noexcept { return backend_ ? backend_->capabilities() : 0; }
   int max_keys() const noexcept { return backend_ ? backend_->max_keys() : 0; }
 
-  bool is_allocated(int key) const noexcept {
-    return key >= 0 && key < kKeyLimit && (allocated_.load(std::memory_order_acquire) >> key) & 1;
-  }
-
-  static constexpr unsigned kAllocAllThreads = 0x40000000u;  // PKEY_ALLOC_ALL_THREADS
   int alloc(unsigned flags, unsigned rights);
   int free(int key);
   int protect(void* addr, std::size_t len, int prot, int key);
@@ -65,7 +64,7 @@ class Runtime {
   int signal_enter(const void* ucontext) noexcept;
 
   // Virtual keys; null without a backend.
-  VKeys* vkeys() noexcept { return vkeys_.get(); }
+  VKeys* vkeys() noexcept { return vkeys_ ? &*vkeys_ : nullptr; }
   int fault_vkey(const siginfo_t* si) noexcept;
 
   // Execute-only memory: [addr, addr+len) becomes PROT_EXEC under a key
@@ -73,39 +72,36 @@ class Runtime {
   int make_execute_only(void* addr, std::size_t len);
 
   // The recorded ranges, for observability.
-  std::vector<TaggedRange> ranges() const;
+  std::vector<TaggedRange> ranges() { return space_.snapshot(); }
 
   int set_label(int key, const char* label);
-  int get_label(int key, char* buf, std::size_t len) const;
+  int get_label(int key, char* buf, std::size_t len);
   // Fills `report` for a SIGSEGV caused by a key; false for other faults.
   bool describe_fault(const siginfo_t* si, const void* ucontext, FaultReport* report) noexcept;
 
-  // The mmap family, keeping the registry in step (see capi/interpose.cpp).
-  long unmap(void* addr, std::size_t len);
-  long map(void* addr, std::size_t len, int prot, int flags, int fd, long offset);
-  long remap(void* old_addr, std::size_t old_len, std::size_t new_len, int flags, void* new_addr);
+  // The mmap family, keeping the records in step (see capi/interpose.cpp).
+  long unmap(void* addr, std::size_t len) { return space_.unmap(addr, len); }
+  long map(void* addr, std::size_t len, int prot, int flags, int fd, long offset) {
+    return space_.map(addr, len, prot, flags, fd, offset);
+  }
+  long remap(void* old_addr, std::size_t old_len, std::size_t new_len, int flags, void* new_addr) {
+    return space_.remap(old_addr, old_len, new_len, flags, new_addr);
+  }
 
  private:
-  Runtime();
-  static void unlock_after_fork();
-  // Whether a mapped page still carries `key` (locked).
-  bool key_in_use(int key);
-  // pkey_mprotect with key -1 (locked): each page keeps its key or vkey.
-  // `end` is start + len rounded up to a page.
-  int protect_keeping_tags(std::uintptr_t start, std::uintptr_t end, std::size_t len, int prot);
-  // Bounded spin for the lock from a signal handler; false if not taken.
-  bool lock_from_signal_handler() noexcept;
-  void update_tagged_count() noexcept { g_tagged_ranges.store(ranges_.size(), std::memory_order_release); }
+  Runtime(std::unique_ptr<backend::Backend> backend, std::string reason);
+  static Runtime* create();
+  static void prepare_fork() noexcept;
+  static void after_fork() noexcept;
+  // The key a SIGSEGV is blamed on from the records (locks), or -1.
+  int fault_key_from_records(const siginfo_t& si) noexcept;
 
+  static constinit std::atomic<Runtime*> constructed_;
   std::unique_ptr<backend::Backend> backend_;
-  bool per_thread_rights_ = false;  // backend has PKEYS_CAP_PER_THREAD_RIGHTS
   std::string reason_;
-  mutable std::mutex mu_;  // guards ranges_, key allocation, emulated rights
-  RangeRegistry ranges_;  // keys' ranges and vkeys' ranges (is_vkey_tag)
-  std::unique_ptr<VKeys> vkeys_;
-  std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
-  char labels_[kKeyLimit][64] = {};          // guarded by mu_
-  int execute_only_key_ = -1;                // guarded by mu_
+  static constexpr KeyTable& keys_ = g_key_table;
+  AddressSpace space_;
+  std::optional<VKeys> vkeys_;  // with a backend
 };
 
 }  // namespace pkeys::core

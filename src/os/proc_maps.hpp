@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Readers for /proc/PID/maps and /proc/PID/smaps.
+// Readers for /proc/PID/maps and /proc/PID/smaps (the OS room).
 #pragma once
 
 #include <cstdint>
@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-namespace pkeys::core {
+namespace pkeys::os {
 
 // One mapping of /proc/PID/smaps with the fields pkeys cares about.
 struct Mapping {
@@ -27,4 +27,9 @@ std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_ranges_of_self();
 // smaps. Returns false when the file cannot be read.
 bool for_each_mapping(int pid, const std::function<void(const Mapping&)>& f);
 
-}  // namespace pkeys::core
+// Whether a mapping of this process carries protection key `key`, as the
+// kernel's smaps ProtectionKey field tells: 1 or 0; -ENOSYS when the kernel
+// reports no keys, or smaps cannot be read (memory included).
+int kernel_key_in_use(int key) noexcept;
+
+}  // namespace pkeys::os

@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: MIT
-#include "core/proc_maps.hpp"
+#include "os/proc_maps.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
-namespace pkeys::core {
+namespace pkeys::os {
 namespace {
 
 // Reads a whole /proc file; procfs files report size 0, so read to EOF.
@@ -103,4 +104,19 @@ bool for_each_mapping(int pid, const std::function<void(const Mapping&)>& f) {
   return true;
 }
 
-}  // namespace pkeys::core
+int kernel_key_in_use(int key) noexcept {
+  bool field_seen = false, in_use = false;
+  try {
+    const bool read = for_each_mapping(0, [&](const Mapping& m) {
+      if (m.protection_key < 0) return;
+      field_seen = true;
+      in_use |= m.protection_key == key;
+    });
+    if (!read || !field_seen) return -ENOSYS;
+  } catch (...) {
+    return -ENOSYS;
+  }
+  return in_use ? 1 : 0;
+}
+
+}  // namespace pkeys::os

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+#include "core/key_table.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/address_space.hpp"
+#include "pkeys/pkeys.h"
+
+namespace pkeys::core {
+
+constinit KeyTable g_key_table;
+
+static_assert(KeyTable::kAllocAllThreads == PKEYS_ALLOC_ALL_THREADS);
+static_assert(valid_rights(PKEYS_RIGHTS_MASK) && !valid_rights(PKEYS_RIGHTS_MASK + 1));
+
+int KeyTable::acquire(backend::Backend& backend, KeyDonor& donor, unsigned rights) {
+  int key = backend.acquire_key(rights);
+  // The vkey cache never keeps a key the program asks for.
+  while (key == -ENOSPC && donor.give_back_key_locked()) key = backend.acquire_key(rights);
+  return key;
+}
+
+int KeyTable::alloc_locked(backend::Backend& backend, KeyDonor& donor, unsigned flags, unsigned rights,
+                           std::vector<pid_t>* missed) {
+  const int key = acquire(backend, donor, rights);
+  if (key < 0) return key;
+  if (key >= kKeyLimit) {  // cannot be tracked: refuse rather than lose it
+    backend.release_key(key);
+    return -ENOSPC;
+  }
+  if (flags & kAllocAllThreads) {
+    const int r = backend.set_rights_in(backend::kAllThreads, key, rights, missed);
+    if (r < 0) {  // all threads or none: undo
+      backend.release_key(key);
+      return r;
+    }
+  }
+  labels_[key][0] = 0;
+  allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
+  return key;
+}
+
+int KeyTable::free_locked(backend::Backend& backend, AddressSpace& space, int key) {
+  if (!is_allocated(key)) return -EINVAL;  // lost a race with another free
+  if (space.key_in_use_locked(key)) return -EBUSY;
+  if (int r = backend.release_key(key); r < 0) return r;
+  allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
+  labels_[key][0] = 0;
+  space.forget_locked(Tag::key(key));
+  return 0;
+}
+
+int KeyTable::execute_only_key_locked(backend::Backend& backend, KeyDonor& donor) {
+  if (execute_only_key_ < 0) {
+    // A key of pkeys' own: every thread holds a free number access-disabled
+    // (it was reset when last freed), and so it stays.
+    const int key = acquire(backend, donor, PKEY_DISABLE_ACCESS);
+    if (key < 0) return key;
+    execute_only_key_ = key;
+  }
+  return execute_only_key_;
+}
+
+int KeyTable::set_label_locked(int key, const char* label) noexcept {
+  if (key <= 0 || !is_allocated(key)) return -EINVAL;
+  std::size_t n = 0;
+  for (; label && label[n] && n + 1 < kLabelSize; ++n) labels_[key][n] = label[n];
+  labels_[key][n] = 0;
+  return 0;
+}
+
+int KeyTable::get_label_locked(int key, char* buf, std::size_t len) const noexcept {
+  if (key <= 0 || !is_allocated(key)) return -EINVAL;
+  const std::size_t n = std::strlen(labels_[key]);
+  if (buf && len > 0) {
+    const std::size_t copy = n < len ? n : len - 1;
+    std::memcpy(buf, labels_[key], copy);
+    buf[copy] = 0;
+  }
+  return static_cast<int>(n);
+}
+
+}  // namespace pkeys::core

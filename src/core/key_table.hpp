@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: MIT
+// KeyTable: which protection keys the program holds, in constant-
+// initialised state the hot path and signal handlers read without
+// constructing anything.
+//
+// It knows which keys are allocated, whether rights live in a per-thread
+// register (no lock to change them), each key's label and pkeys' own
+// execute-only key. Allocation and freeing live here too; they run under
+// the address space's lock, since a free must know that no page carries
+// the key any more.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.hpp"
+
+namespace pkeys::core {
+
+class AddressSpace;
+
+// Gives back a hardware key held by pkeys itself (the vkey cache) so that
+// the program can have it. False when none can be.
+class KeyDonor {
+ public:
+  virtual bool give_back_key_locked() = 0;
+
+ protected:
+  ~KeyDonor() = default;
+};
+
+constexpr bool valid_rights(unsigned rights) noexcept { return (rights & ~0x3u) == 0u; }  // PKEYS_RIGHTS_MASK
+
+class KeyTable {
+ public:
+  static constexpr int kKeyLimit = 64;  // key numbers the table can hold
+  static constexpr unsigned kAllocAllThreads = 0x40000000u;  // PKEYS_ALLOC_ALL_THREADS
+
+  constexpr KeyTable() = default;
+
+  // --- lock-free, signal-safe ------------------------------------------
+  bool is_allocated(int key) const noexcept {
+    return key >= 0 && key < kKeyLimit && (allocated_.load(std::memory_order_acquire) >> key) & 1;
+  }
+  std::uint64_t allocated_mask() const noexcept { return allocated_.load(std::memory_order_acquire); }
+  // Whether rights live in a per-thread register, changed without a lock.
+  bool per_thread_rights() const noexcept { return per_thread_rights_.load(std::memory_order_relaxed); }
+  void set_per_thread_rights(bool on) noexcept { per_thread_rights_.store(on, std::memory_order_relaxed); }
+
+  // --- under the address space's lock -----------------------------------
+  // A new key with `rights` for the caller (or, with kAllocAllThreads, for
+  // every thread: `missed` as Backend::set_rights_in). Asks `donor` for a
+  // hardware key when none is free.
+  int alloc_locked(backend::Backend& backend, KeyDonor& donor, unsigned flags, unsigned rights,
+                   std::vector<pid_t>* missed);
+  // Frees `key`: -EBUSY while a mapped page carries it.
+  int free_locked(backend::Backend& backend, AddressSpace& space, int key);
+  // pkeys' own key for execute-only memory, acquired at first use: every
+  // thread holds it access-disabled.
+  int execute_only_key_locked(backend::Backend& backend, KeyDonor& donor);
+
+  int set_label_locked(int key, const char* label) noexcept;
+  int get_label_locked(int key, char* buf, std::size_t len) const noexcept;
+  // The label's storage (kLabelSize bytes, terminated); key 0..kKeyLimit-1.
+  static constexpr std::size_t kLabelSize = 64;
+  const char* label_locked(int key) const noexcept { return labels_[key]; }
+
+ private:
+  // A key from the backend, asking the donor while none is free.
+  static int acquire(backend::Backend& backend, KeyDonor& donor, unsigned rights);
+
+  std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
+  std::atomic<bool> per_thread_rights_{false};
+  char labels_[kKeyLimit][kLabelSize] = {};
+  int execute_only_key_ = -1;
+};
+
+// The process's table: constant-initialised, never destroyed.
+extern constinit KeyTable g_key_table;
+
+}  // namespace pkeys::core

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: MIT
+// VKeyTable: the virtual key ids and their records.
+//
+// Records live in chunks that are never freed, so a lock-free reader (a
+// thread's begin) can look a vkey up while another thread creates or
+// destroys vkeys under the address space's lock.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace pkeys::core {
+
+// One vkey. `state` packs what lock-free readers need:
+// pins (bits 0-31) | hardware-cache slot + 1 (bits 32-39, 0: not cached) |
+// kBusy (no new pins: being evicted) | kLive.
+struct VKeyRecord {
+  static constexpr std::uint64_t kPinMask = 0xffffffffull;
+  static constexpr int kSlotShift = 32;
+  static constexpr std::uint64_t kSlotMask = 0xffull << kSlotShift;
+  static constexpr std::uint64_t kBusy = 1ull << 40;
+  static constexpr std::uint64_t kLive = 1ull << 41;
+
+  std::atomic<std::uint64_t> state{0};
+  std::atomic<std::uint64_t> last_use{0};  // the cache's LRU clock
+  unsigned base = 0;  // process-wide rights; guarded by the lock
+  // Emulation: the begins not yet ended, oldest first, as (sequence,
+  // rights); the newest one's rights hold. Guarded by the lock.
+  std::vector<std::pair<std::uint64_t, unsigned>> opens;
+
+  static int slot_of(std::uint64_t state) noexcept { return static_cast<int>((state & kSlotMask) >> kSlotShift) - 1; }
+  int slot() const noexcept { return slot_of(state.load(std::memory_order_acquire)); }
+  bool pinned() const noexcept { return (state.load(std::memory_order_acquire) & kPinMask) != 0; }
+};
+
+class VKeyTable {
+ public:
+  static constexpr int kMaxVKeys = 1 << 22;
+
+  // The live record of `vkey`, or null. Lock-free.
+  VKeyRecord* find(int vkey) const noexcept;
+  // Under the lock: a new vkey with base `rights`, or -ENOSPC.
+  int create_locked(unsigned rights);
+  // Under the lock: `vkey`'s id is free again.
+  void destroy_locked(int vkey, VKeyRecord& v);
+  std::uint64_t live_locked() const noexcept { return live_; }
+
+ private:
+  static constexpr int kChunk = 4096;
+  VKeyRecord& record_for_new(int vkey);
+
+  std::array<std::atomic<VKeyRecord*>, kMaxVKeys / kChunk> chunks_{};
+  int next_id_ = 1;
+  std::vector<int> free_ids_;
+  std::uint64_t live_ = 0;
+};
+
+}  // namespace pkeys::core
