@@ -4,6 +4,7 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -124,7 +125,16 @@ struct Running {
       ::execl(path, path, nullptr);
       ::_exit(127);
     }
-    ::usleep(100000);
+    // Ready once the exec is done: /proc/PID/exe names the target. Polled,
+    // bounded, never a fixed sleep (a loaded or sanitized run is slow).
+    char want[PATH_MAX], got[PATH_MAX];
+    if (!::realpath(path, want)) return;
+    const std::string exe = "/proc/" + std::to_string(pid) + "/exe";
+    for (int i = 0; i < 2000; ++i) {
+      const ssize_t n = ::readlink(exe.c_str(), got, sizeof got - 1);
+      if (n > 0 && std::string(got, static_cast<std::size_t>(n)) == want) break;
+      ::usleep(5000);
+    }
   }
   ~Running() {
     ::kill(pid, SIGKILL);

@@ -134,11 +134,17 @@ TEST_F(WxPolicy, CodeRegionWritesOnlyInsideAScope) {
   // would inherit the scope's rights, as with any PKRU state).
   std::atomic<int> phase{0};
   bool other_could_write = true;
-  std::thread other([&] {
-    while (phase != 1) std::this_thread::yield();
-    other_could_write = can_write(static_cast<char*>(code.write) + 64);
-    phase = 2;
-  });
+  // Released and joined even when an assertion below ends the test early.
+  pkeys_test::ScopedThread other(
+      [&] {
+        while (phase != 1) std::this_thread::yield();
+        other_could_write = can_write(static_cast<char*>(code.write) + 64);
+        phase = 2;
+      },
+      [&] {
+        int waiting = 0;
+        phase.compare_exchange_strong(waiting, 1);
+      });
   ASSERT_EQ(pkeys_code_write_begin(&code), 0);
   EXPECT_TRUE(can_write(code.write));  // (the probe's write lands: shared memory)
   std::memcpy(code.write, kReturn42, sizeof kReturn42);
