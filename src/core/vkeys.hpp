@@ -7,7 +7,7 @@
 // keys it allocates itself (never a number pkey_alloc handed out, and it
 // gives an unpinned one back when pkey_alloc would otherwise fail). A vkey
 // that holds one switches at hardware speed: begin and end only pin it and
-// write the calling thread's PKRU, with no lock. When the cache is full,
+// write the calling thread's rights register, with no lock. When the cache is full,
 // the least recently used vkey that no thread has open is evicted: its
 // ranges are retagged to key 0 with page protections that enforce its
 // base rights, so protection never lapses. A vkey open in any thread is
