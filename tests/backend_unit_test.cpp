@@ -39,7 +39,7 @@ class FakeKeys : public pkeys::backend::Backend {
   int protect(std::uintptr_t, std::size_t, int, int) noexcept override { return 0; }
   int set_rights(int, unsigned) noexcept override { return 0; }
   unsigned get_rights(int) const noexcept override { return 0; }
-  int set_rights_in(pid_t, int, unsigned, std::vector<pid_t>*) noexcept override { return 0; }
+  int set_rights_in(pid_t, int, unsigned, std::vector<pid_t>*, KeyCheck) noexcept override { return 0; }
 };
 // Without hardware, rights are page protections: it must accept a host.
 struct NoHost final : FakeKeys {
@@ -112,7 +112,7 @@ TEST_F(EmulatedBackendTest, RightsChangesAreEnforcedThroughTheCore) {
   EXPECT_EQ(backend.set_rights(k, PKEY_DISABLE_ACCESS), 0);
   EXPECT_EQ(pages.calls.size(), 1u) << "unchanged rights need no page change";
   // Process-wide: "every thread" is one set.
-  EXPECT_EQ(backend.set_rights_in(pkeys::backend::kAllThreads, k, 0, nullptr), 0);
+  EXPECT_EQ(backend.set_rights_in(pkeys::backend::kAllThreads, k, 0, nullptr, nullptr), 0);
   EXPECT_EQ(backend.get_rights(k), 0u);
   EXPECT_EQ(backend.get_rights(0), 0u) << "key 0 is always open";
 }
@@ -151,9 +151,9 @@ TEST_F(EmulatedBackendTest, NamesNoFaultKeyAndRejectsStrangeThreads) {
   si.si_code = SEGV_ACCERR;
   EXPECT_EQ(backend.fault_key(si), -1) << "the core's records attribute emulated faults";
   const int k = backend.acquire_key(0);
-  EXPECT_EQ(backend.set_rights_in(-5, k, 0, nullptr), -ESRCH);
-  EXPECT_EQ(backend.set_rights_in(0x3fffffff, k, 0, nullptr), -ESRCH);
-  EXPECT_EQ(backend.set_rights_in(static_cast<pid_t>(::gettid()), k, PKEY_DISABLE_WRITE, nullptr), 0);
+  EXPECT_EQ(backend.set_rights_in(-5, k, 0, nullptr, nullptr), -ESRCH);
+  EXPECT_EQ(backend.set_rights_in(0x3fffffff, k, 0, nullptr, nullptr), -ESRCH);
+  EXPECT_EQ(backend.set_rights_in(static_cast<pid_t>(::gettid()), k, PKEY_DISABLE_WRITE, nullptr, nullptr), 0);
   EXPECT_EQ(backend.get_rights(k), static_cast<unsigned>(PKEY_DISABLE_WRITE));
   EXPECT_EQ(backend.save_thread_rights(), 0u) << "process-wide rights: nothing per thread to save";
 }

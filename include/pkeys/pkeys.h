@@ -127,28 +127,41 @@ PKEYS_API int pkey_get(int pkey) __THROW;
 /* --- rights of other threads ---------------------------------------------
  *
  * PKRU is per-thread state only its own thread can write. pkeys reaches
- * another thread with a real-time signal (PKEYS_SIGNAL, default
- * SIGRTMAX-1, which the program must leave to pkeys): the handler edits
- * the PKRU saved in the signal frame, only the target key's two bits, and
- * sigreturn loads it, so the thread resumes with the new rights. A thread
- * blocked in a system call runs the handler and resumes the call
- * (SA_RESTART semantics). A thread that blocks the signal cannot be
- * reached: the caller waits at most PKEYS_SYNC_TIMEOUT_MS (default 200)
- * and gets ETIMEDOUT; pkeys_sync_missed then lists the threads that did
- * not apply the change (they may still apply it when they unblock the
- * signal, unless a later change superseded it). Threads created while a
- * change runs are reached too. On the emulation rights are process-wide:
- * these become pkey_set. */
+ * another thread with a real-time signal (see pkeys_sync_signal): the
+ * handler edits the PKRU saved in the signal frame, only the target key's
+ * two bits, and sigreturn loads it, so the thread resumes with the new
+ * rights. A thread that was inside one of pkeys' own switches (pkey_set,
+ * pkeys::key::set, vkey begin/end) is moved back to the switch's start, so
+ * the change is never lost. Only threads whose rights differ from the
+ * change are signalled: pkeys knows each thread's rights as its switches
+ * last set them (it interposes pthread_create to know the threads). A
+ * signalled thread blocked in a system call resumes it (SA_RESTART), except
+ * the calls the kernel never restarts after a handler (signal(7)), which
+ * fail with EINTR: nanosleep, clock_nanosleep, poll, ppoll, select,
+ * pselect, epoll_wait, epoll_pwait, sigtimedwait, sigwaitinfo, sigsuspend,
+ * pause, io_getevents, semop, semtimedop, msgrcv, msgsnd, and socket calls
+ * with a timeout (SO_RCVTIMEO, SO_SNDTIMEO). A thread that blocks the
+ * signal, or that the kernel cannot queue it to (RLIMIT_SIGPENDING), cannot
+ * be reached: the caller waits at most PKEYS_SYNC_TIMEOUT_MS (default 200)
+ * and gets ETIMEDOUT; pkeys_sync_missed then lists the threads that did not
+ * apply the change (they may still apply it when they unblock the signal,
+ * unless a later change superseded it). Threads created while a change
+ * runs are reached too. On the emulation rights are process-wide: these
+ * become pkey_set. */
 
 /* Sets thread `tid`'s rights on an allocated key and returns once it has
- * applied them. Errors: ESRCH (not a thread of this process), EINVAL (key
- * or rights), ETIMEDOUT, EBUSY (PKEYS_SIGNAL has another handler). */
+ * applied them. Errors: ESRCH (not a thread of this process, or one that
+ * has exited), EINVAL (key or rights, or the key was freed meanwhile),
+ * ETIMEDOUT, EBUSY (the program has its own handler on pkeys' signal),
+ * EAGAIN (no real-time signal free). */
 PKEYS_API int pkey_set_thread(pid_t tid, int pkey, unsigned int access_rights) __THROW;
 
 /* Sets every thread's rights on an allocated key, the caller's included,
- * and returns once all have applied them. Errors: EINVAL (key or rights),
- * ETIMEDOUT, EBUSY (PKEYS_SIGNAL has another handler), EAGAIN (too many
- * threads). */
+ * and returns once all have applied them. A concurrent pkey_free of the
+ * same key is ordered with it: the change happens before the free, or
+ * fails with EINVAL. Errors: EINVAL (key or rights), ETIMEDOUT, EBUSY (the
+ * program has its own handler on pkeys' signal), EAGAIN (too many threads,
+ * or no real-time signal free). */
 PKEYS_API int pkey_set_all(int pkey, unsigned int access_rights) __THROW;
 
 /* The threads that did not apply the calling thread's last pkey_set_thread,
@@ -156,11 +169,24 @@ PKEYS_API int pkey_set_all(int pkey, unsigned int access_rights) __THROW;
  * many, and copies up to `max` of their ids to `tids`. */
 PKEYS_API int pkeys_sync_missed(pid_t *tids, int max) __THROW;
 
-/* Runs the cross-thread handshake alone, changing nothing: returns once
- * every other thread has run pkeys' handler (on every backend, and with
- * none). ETIMEDOUT as above, EBUSY (PKEYS_SIGNAL has another handler),
- * EAGAIN (too many threads). */
+/* Returns once every other thread's rights are those pkeys last set for
+ * it, changing nothing: the threads pkeys did not start (raw clone, or
+ * before pkeys was loaded) run pkeys' handler; the others are not
+ * disturbed. ETIMEDOUT as above, EBUSY (the program has its own handler on
+ * pkeys' signal), EAGAIN (too many threads, or no real-time signal free). */
 PKEYS_API int pkeys_sync_threads(void) __THROW;
+
+/* The real-time signal pkeys uses to reach other threads. It is chosen at
+ * the first call that needs it: the PKEYS_SIGNAL environment variable if
+ * set, else the highest real-time signal below SIGRTMAX that has no
+ * handler then. The program must leave it to pkeys: if it installs its own
+ * handler on it later, the cross-thread calls fail with EBUSY (and a
+ * pkey_free that must reset the key in another thread leaves the number
+ * out of use). Returns the signal (choosing it now if needed), or -1 with
+ * errno EBUSY (taken over by the program), EAGAIN (every real-time signal
+ * has a handler) or EINVAL (PKEYS_SIGNAL is not a real-time signal). */
+#define PKEYS_HAVE_SYNC_SIGNAL 1
+PKEYS_API int pkeys_sync_signal(void) __THROW;
 
 /* --- signals --------------------------------------------------------------
  *

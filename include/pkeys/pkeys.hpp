@@ -7,8 +7,9 @@
 // pkeys::scoped_rights changes the calling thread's rights on a key for one
 // scope and restores the previous rights on exit. Errors are
 // std::error_code values carrying errno (compare with std::errc). On x86 PKU
-// hardware key::set is inline: one RDPKRU, and a WRPKRU only when the value
-// changes, with no system call, lock or atomic read-modify-write.
+// hardware key::set is inline: one RDPKRU and one WRPKRU, with no system
+// call, lock or atomic read-modify-write, and a cross-thread change
+// (pkey_set_all) that lands in between is not lost (pkeys/pkru.h).
 //
 // Example:
 //
@@ -117,11 +118,13 @@ class key {
   explicit operator bool() const noexcept { return id_ > 0; }
 
   // Sets the calling thread's rights (process-wide on the emulation).
+  // EINVAL once released or moved from.
   std::error_code set(rights r) const noexcept {
     if (hardware_) {
-      const std::uint32_t old = pkeys_rdpkru();
-      const std::uint32_t now = pkeys_pkru_with(old, id_, r.bits());
-      if (now != old) pkeys_wrpkru(now);
+      // One compare: ids 1..15 pass, -1 (released) wraps around and fails.
+      if (static_cast<unsigned>(id_ - 1) >= 15u) [[unlikely]]
+        return std::make_error_code(std::errc::invalid_argument);
+      pkeys_pkru_set_rights(id_, r.bits());  // restartable (pkeys/pkru.h)
       return {};
     }
     if (pkey_set(id_, r.bits()) != 0) return detail::errno_code();

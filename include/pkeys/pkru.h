@@ -22,6 +22,10 @@
 #error "pkeys/pkru.h is for x86-64"
 #endif
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Rights bits of `pkey` within a PKRU value. */
 #define PKEYS_PKRU_SHIFT(pkey) (2u * (unsigned)(pkey))
 
@@ -57,5 +61,76 @@ static inline uint32_t pkeys_pkru_with(uint32_t pkru, int pkey, unsigned rights)
 static inline unsigned pkeys_pkru_rights(uint32_t pkru, int pkey) {
   return (pkru >> PKEYS_PKRU_SHIFT(pkey)) & 3u;
 }
+
+/* --- switches that a cross-thread change cannot lose ----------------------
+ *
+ * pkey_set_all and its kin change another thread's rights by editing the
+ * PKRU saved in that thread's signal frame. A thread interrupted between
+ * its own RDPKRU and WRPKRU would write the old bits back. So each
+ * read-modify-write of PKRU that pkeys emits, inline ones included, is one
+ * asm block recorded in the section pkeys_pkru_switches (its start and the
+ * WRPKRU's offset); the handler moves a thread interrupted inside one back
+ * to its start, where it reads the edited value again (the idea of the
+ * kernel's restartable sequences). Each module (program, shared library)
+ * registers its section with libpkeys from a constructor below.
+ *
+ * pkeys_thread_pkru is the value the calling thread's last such switch
+ * wrote: pkeys compares it with a cross-thread change and does not signal
+ * a thread whose rights already match. A raw pkeys_wrpkru does not update
+ * it (see "cross-thread changes" in the README). */
+extern __thread uint32_t pkeys_thread_pkru __attribute__((tls_model("initial-exec")));
+
+/* PKRU := (PKRU & keep) | set, restartable. */
+static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
+  uint32_t *mirror = &pkeys_thread_pkru;
+  uint32_t eax, edx;
+  __asm__ volatile(
+      "1: .byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
+      "andl %[keep], %%eax\n\t"
+      "orl %[set], %%eax\n\t"
+      "movl %%eax, (%[mirror])\n\t"
+      "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+      ".pushsection pkeys_wrpkru_sites,\"a\",@progbits\n\t"
+      ".balign 4\n\t"
+      ".long 2b - .\n\t"
+      ".popsection\n\t"
+      ".pushsection pkeys_pkru_switches,\"a\",@progbits\n\t"
+      ".balign 4\n\t"
+      ".long 1b - .\n\t"
+      ".long 2b - 1b\n\t"
+      ".popsection"
+      : "=&a"(eax), "=&d"(edx)
+      : "c"(0), [keep] "r"(keep), [set] "r"(set), [mirror] "r"(mirror)
+      : "memory");
+  (void)eax;
+  (void)edx;
+}
+
+/* The rights of `pkey` := `rights` (PKEY_DISABLE_*), restartable. */
+static inline void pkeys_pkru_set_rights(int pkey, unsigned rights) {
+  unsigned shift = PKEYS_PKRU_SHIFT(pkey);
+  pkeys_pkru_update(~(3u << shift), (rights & 3u) << shift);
+}
+
+/* Registration of a module's pkeys_pkru_switches section (by its bounds;
+ * counted, so every translation unit may register the same module). */
+__attribute__((visibility("default"))) void pkeys_pkru_register_switches(const void *begin,
+                                                                         const void *end);
+__attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const void *begin);
+
+extern const char __start_pkeys_pkru_switches[] __attribute__((weak, visibility("hidden")));
+extern const char __stop_pkeys_pkru_switches[] __attribute__((weak, visibility("hidden")));
+
+__attribute__((constructor, used)) static void pkeys_pkru_register_module_(void) {
+  if (__start_pkeys_pkru_switches)
+    pkeys_pkru_register_switches(__start_pkeys_pkru_switches, __stop_pkeys_pkru_switches);
+}
+__attribute__((destructor, used)) static void pkeys_pkru_unregister_module_(void) {
+  if (__start_pkeys_pkru_switches) pkeys_pkru_unregister_switches(__start_pkeys_pkru_switches);
+}
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* PKEYS_PKRU_H */

@@ -20,12 +20,6 @@ int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept {
 
 int Backend::sync_threads(std::vector<pid_t>* missed) noexcept { return sync_threads_without_backend(missed); }
 
-void prepare_fork_without_backend() noexcept { thread_signal_mutex().lock(); }
-
-void after_fork_without_backend() noexcept { thread_signal_mutex().unlock(); }
-
-void Backend::prepare_fork() noexcept { prepare_fork_without_backend(); }
-
-void Backend::after_fork() noexcept { after_fork_without_backend(); }
+int cross_thread_signal() noexcept { return sync_signal(); }
 
 }  // namespace pkeys::backend

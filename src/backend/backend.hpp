@@ -14,7 +14,10 @@
 // Every method returns 0 (or a key number) on success and -errno on
 // failure, leaves the caller's errno alone, and changes nothing on failure.
 // The core serialises all calls except set_rights/get_rights on a backend
-// with kPerThreadRights, which run without a lock.
+// with kPerThreadRights, and those that may wait for other threads
+// (release_key, set_rights_in and reclaim_keys on such a backend), which
+// run without the core's lock: a backend serialises its cross-thread work
+// itself (thread_signal.hpp).
 #pragma once
 
 #include <signal.h>
@@ -56,6 +59,10 @@ class Backend {
   virtual int acquire_key(unsigned rights) noexcept = 0;
   // Returns a key no page carries any more. No thread keeps a right to it.
   virtual int release_key(int key) noexcept = 0;
+  // Keys released while some thread could not be reset stay out of use;
+  // tries again to make them free. True when one became free. May wait for
+  // other threads.
+  virtual bool reclaim_keys() noexcept { return false; }
 
   // pkey_mprotect of [addr, addr+len) with key -1 (keep the pages' keys, as
   // far as this backend can: a backend without hardware keeps none), 0 or
@@ -68,9 +75,11 @@ class Backend {
   // Sets `key`'s rights in thread `tid` of this process, or with
   // kAllThreads in every thread, the caller included; returns once they
   // applied it. -ESRCH: no such thread. -ETIMEDOUT: `missed` lists who did
-  // not.
-  virtual int set_rights_in(pid_t tid, int key, unsigned rights,
-                            std::vector<pid_t>* missed) noexcept = 0;
+  // not. -EINVAL when `still_valid` (checked in step with release_key, so
+  // that a change and a free of the key are ordered) says no.
+  using KeyCheck = bool (*)(int key) noexcept;
+  virtual int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
+                            KeyCheck still_valid) noexcept = 0;
   // Returns once every other thread has run the cross-thread handshake,
   // changing nothing. -ETIMEDOUT: `missed` lists who did not.
   virtual int sync_threads(std::vector<pid_t>* missed) noexcept;
@@ -96,17 +105,29 @@ class Backend {
   // asked for. Attached once, before any key exists.
   virtual void attach(PageProtections&) noexcept {}
 
+  // A key pkeys itself manages (a vkey cache key, the execute-only key):
+  // a thread starts with `rights` on it, whatever scope its creator was in
+  // (rights < 0: no longer managed). Backends with process-wide rights
+  // have nothing to do.
+  virtual void set_start_rights(int, int) noexcept {}
+
   // Around fork(): take the backend's own locks (after the core's), and
-  // release them in parent and child. By default the handshake's, which
-  // every backend's sync_threads uses: a child must never start with it held.
-  virtual void prepare_fork() noexcept;
-  virtual void after_fork() noexcept;
+  // release them in parent and child. (The handshake's lock has fork
+  // hooks of its own, thread_registry.cpp.)
+  virtual void prepare_fork() noexcept {}
+  virtual void after_fork() noexcept {}
 };
 
 // The handshake alone, for a process with no usable backend.
 int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept;
-// Fork hooks for a process with no usable backend: the handshake's lock.
-void prepare_fork_without_backend() noexcept;
-void after_fork_without_backend() noexcept;
+
+// The thread registry (thread_registry.hpp), for the core's pthread_create
+// hook: a thread starts (before its start routine) or exits.
+void register_this_thread() noexcept;
+void unregister_this_thread() noexcept;
+
+// The signal cross-thread changes use (chosen and installed at the first
+// call), or -errno: -EBUSY when the program has taken it over.
+int cross_thread_signal() noexcept;
 
 }  // namespace pkeys::backend

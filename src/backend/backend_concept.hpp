@@ -33,13 +33,13 @@ concept KeyHardware =
     } &&
     (B::kFeatures & ~kAllFeatures) == 0 && B::kMaxKeys > 1 && B::kMaxKeys <= 64 &&
     requires(B& b, const B& cb, int key, unsigned rights, std::uintptr_t addr, std::size_t len, int prot,
-             pid_t tid, std::vector<pid_t>* missed) {
+             pid_t tid, std::vector<pid_t>* missed, Backend::KeyCheck check) {
       { b.acquire_key(rights) } noexcept -> std::same_as<int>;
       { b.release_key(key) } noexcept -> std::same_as<int>;
       { b.protect(addr, len, prot, key) } noexcept -> std::same_as<int>;
       { b.set_rights(key, rights) } noexcept -> std::same_as<int>;
       { cb.get_rights(key) } noexcept -> std::same_as<unsigned>;
-      { b.set_rights_in(tid, key, rights, missed) } noexcept -> std::same_as<int>;
+      { b.set_rights_in(tid, key, rights, missed, check) } noexcept -> std::same_as<int>;
     } &&
     // Per-thread rights live in signal frames and survive jumps: a backend
     // with them must say how to save, restore and adopt them.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "arch/x86_64/syscall.hpp"
+#include "backend/thread_signal.hpp"
 #include "os/pages.hpp"
 #include "pkeys/pkeys.h"
 
@@ -51,9 +52,11 @@ int EmulatedBackend::set_rights(int key, unsigned rights) noexcept {
   return 0;
 }
 
-int EmulatedBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed) noexcept {
+int EmulatedBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
+                                   KeyCheck still_valid) noexcept {
   if (missed) missed->clear();
-  if (tid != kAllThreads && (tid < 0 || sys::raw_syscall(SYS_tgkill, ::getpid(), tid, 0) != 0)) return -ESRCH;
+  if (tid != kAllThreads && (tid < 0 || !is_live_thread(tid))) return -ESRCH;
+  if (still_valid && !still_valid(key)) return -EINVAL;
   return set_rights(key, rights);
 }
 

@@ -37,7 +37,9 @@ class EmulatedBackend final : public Backend {
   int set_rights(int key, unsigned rights) noexcept override;
   unsigned get_rights(int key) const noexcept override;
   // Rights are process-wide: one set serves every thread.
-  int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed) noexcept override;
+  // (The core holds its lock: a free of the key cannot run meanwhile.)
+  int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
+                    KeyCheck still_valid) noexcept override;
   void attach(PageProtections& pages) noexcept override { pages_ = &pages; }
 
  private:

@@ -1,66 +1,56 @@
 // SPDX-License-Identifier: MIT
 #include "backend/thread_signal.hpp"
 
-#include <dirent.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 
+#include "arch/x86_64/pkru_switches.hpp"
 #include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
+#include "backend/thread_registry.hpp"
 #include "pkeys/pkru.h"
 
 namespace pkeys::backend {
 namespace {
 
-// One target thread of the current request. state: generation << 1 while
-// pending, | 1 once applied.
+// One target thread of the current request. state: generation << 2, | 1
+// once applied, | 2 once given up on (a late handler must not count).
 struct Slot {
   std::atomic<pid_t> tid{0};
   std::atomic<std::uint64_t> state{0};
 };
 
-constexpr int kMaxSlots = 32768;
-Slot g_slots[kMaxSlots];
+constexpr int kMaxTargets = 32768;
+Slot g_slots[kMaxTargets];
 std::atomic<int> g_slot_count{0};
+OtherThread g_targets[kMaxTargets];  // under threads_mutex()
 // The current request in one word, so a handler never mixes two requests:
 // generation (32 bits) | key (16) | rights (16).
 std::atomic<std::uint64_t> g_request{0};
-std::atomic<int> g_acks{0};  // futex word: bumped by every acknowledgement
-std::mutex g_mutex;          // one request at a time
+// Targets that have not answered: the futex word the requester sleeps on;
+// the handler that takes it to 0 wakes it.
+std::atomic<int> g_outstanding{0};
+std::uint32_t g_generation = 0;
 int g_signal = 0;
 constexpr int kNoKey = 0xffff;
-// How long the requester polls before it sleeps on the futex: a woken
-// target answers in microseconds, while a futex wake-up costs a second
-// scheduling round trip (about 100 us on a VM).
-constexpr std::chrono::microseconds kSpin{100};
 
-constexpr std::uint64_t pending_state(std::uint32_t gen) { return std::uint64_t{gen} << 1; }
-constexpr std::uint64_t done_state(std::uint32_t gen) { return (std::uint64_t{gen} << 1) | 1; }
+constexpr std::uint64_t pending_state(std::uint32_t gen) { return std::uint64_t{gen} << 2; }
+constexpr std::uint64_t done_state(std::uint32_t gen) { return pending_state(gen) | 1; }
+constexpr std::uint64_t abandoned_state(std::uint32_t gen) { return pending_state(gen) | 2; }
 
 pid_t raw_gettid() noexcept { return static_cast<pid_t>(sys::raw_syscall(SYS_gettid)); }
-long raw_tgkill(pid_t tid, int sig) noexcept {
-  return sys::raw_syscall(SYS_tgkill, ::getpid(), tid, sig);
-}
-
-// Applies the request to the interrupted code's PKRU; a request without a
-// key (a bare handshake) changes nothing.
-bool apply_to_frame(void* ucontext, int key, unsigned rights) noexcept {
-  if (key == kNoKey) return true;
-  std::uint32_t pkru;
-  return arch::frame_pkru(ucontext, &pkru) &&
-         arch::set_frame_pkru(ucontext, pkeys_pkru_with(pkru, key, rights));
-}
+long raw_tgkill(pid_t tid, int sig) noexcept { return sys::raw_syscall(SYS_tgkill, ::getpid(), tid, sig); }
 
 void on_rights_signal(int, siginfo_t*, void* ucontext) {
   const int saved_errno = errno;
@@ -71,26 +61,27 @@ void on_rights_signal(int, siginfo_t*, void* ucontext) {
   const pid_t me = raw_gettid();
   const int n = g_slot_count.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) {
-    if (g_slots[i].tid.load(std::memory_order_acquire) != me) continue;
+    Slot& slot = g_slots[i];
+    if (slot.tid.load(std::memory_order_acquire) != me) continue;
     std::uint64_t expected = pending_state(gen);
-    if (g_slots[i].state.load(std::memory_order_acquire) == expected &&
-        apply_to_frame(ucontext, key, rights) &&
-        g_slots[i].state.compare_exchange_strong(expected, done_state(gen),
-                                                 std::memory_order_acq_rel)) {
-      g_acks.fetch_add(1, std::memory_order_release);
-      sys::raw_syscall(SYS_futex, reinterpret_cast<long>(&g_acks), FUTEX_WAKE_PRIVATE, 1);
+    if (slot.state.load(std::memory_order_acquire) != expected) break;
+    if (key != kNoKey) {
+      std::uint32_t pkru;
+      if (!arch::frame_pkru(ucontext, &pkru)) break;  // cannot apply: the requester times out
+      // Interrupted between its RDPKRU and WRPKRU: make it read again.
+      arch::restart_interrupted_switch(ucontext);
+      pkru = pkeys_pkru_with(pkru, key, rights);
+      if (!arch::set_frame_pkru(ucontext, pkru)) break;
+      // This thread's copy, if the thread-local storage is its own (a raw
+      // clone may share its creator's).
+      if (registered_thread_id() == me) pkeys_thread_pkru = pkru;
     }
+    if (slot.state.compare_exchange_strong(expected, done_state(gen), std::memory_order_acq_rel) &&
+        g_outstanding.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      sys::raw_syscall(SYS_futex, reinterpret_cast<long>(&g_outstanding), FUTEX_WAKE_PRIVATE, 1);
     break;
   }
   errno = saved_errno;
-}
-
-int configured_signal() {
-  if (const char* s = std::getenv("PKEYS_SIGNAL")) {
-    const int sig = std::atoi(s);
-    if (sig >= SIGRTMIN && sig <= SIGRTMAX) return sig;
-  }
-  return SIGRTMAX - 1;
 }
 
 std::chrono::milliseconds configured_timeout() {
@@ -101,148 +92,185 @@ std::chrono::milliseconds configured_timeout() {
   return std::chrono::milliseconds(200);
 }
 
-// Installs the handler once; refuses a signal the program already handles.
-int install_handler() {
-  if (g_signal != 0) return 0;
-  const int sig = configured_signal();
+bool has_program_handler(int sig) noexcept {
   struct sigaction old {};
-  if (::sigaction(sig, nullptr, &old) != 0) return -errno;
-  if ((old.sa_flags & SA_SIGINFO) || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN))
-    return -EBUSY;
+  if (::sigaction(sig, nullptr, &old) != 0) return true;
+  return (old.sa_flags & SA_SIGINFO) || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN);
+}
+
+// Chooses the signal and installs the handler once; afterwards checks that
+// the program has not replaced it. Under threads_mutex().
+int ensure_signal_locked() noexcept {
+  if (g_signal != 0) {
+    struct sigaction now {};
+    if (::sigaction(g_signal, nullptr, &now) != 0) return -errno;
+    return (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == on_rights_signal ? 0 : -EBUSY;
+  }
+  int sig = 0;
+  if (const char* s = std::getenv("PKEYS_SIGNAL"); s && *s) {
+    sig = std::atoi(s);
+    if (sig < SIGRTMIN || sig > SIGRTMAX) return -EINVAL;
+    if (has_program_handler(sig)) return -EBUSY;
+  } else {
+    // Highest first, leaving SIGRTMAX to programs that count down from it.
+    for (int s = SIGRTMAX - 1; s >= SIGRTMIN && sig == 0; --s)
+      if (!has_program_handler(s)) sig = s;
+    if (sig == 0) return -EAGAIN;
+  }
   struct sigaction sa {};
   sa.sa_sigaction = on_rights_signal;
   sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
   sigfillset(&sa.sa_mask);
-  if (::sigaction(sig, &sa, nullptr) != 0) return -errno;
   arch::init_signal_frame_layout();
+  if (::sigaction(sig, &sa, nullptr) != 0) return -errno;
   g_signal = sig;
   return 0;
 }
 
-// The thread ids of this process, from /proc/self/task, kept open so that
-// rescans during one request cost a seek and a read.
-class TaskDir {
- public:
-  TaskDir() : dir_(::opendir("/proc/self/task")) {}
-  ~TaskDir() {
-    if (dir_) ::closedir(dir_);
+// Whether `t` must be signalled for `change`: a thread pkeys does not know
+// always; a known one when its rights on the key differ.
+bool needs(const RightsChange& change, const OtherThread& t) noexcept {
+  if (!t.pkru) return true;
+  if (change.key < 0) return false;
+  const std::uint32_t pkru = __atomic_load_n(t.pkru, __ATOMIC_ACQUIRE);
+  return pkeys_pkru_rights(pkru, change.key) != change.rights;
+}
+
+void note_missed(std::vector<pid_t>* missed, pid_t tid) noexcept {
+  // Reserved before the lock was taken: never allocates under it.
+  if (missed && missed->size() < missed->capacity()) missed->push_back(tid);
+}
+
+// Signals targets [first, last) and waits for them. Under threads_mutex().
+int signal_and_wait(RightsChange change, int first, int last, bool named, std::vector<pid_t>* missed) {
+  if (first == last) return 0;
+  if (int r = ensure_signal_locked(); r < 0) return r;
+  const std::uint32_t gen = ++g_generation;
+  const int key = change.key < 0 ? kNoKey : change.key;
+  g_slot_count.store(0, std::memory_order_release);
+  g_request.store((std::uint64_t{gen} << 32) | (std::uint64_t(key & 0xffff) << 16) | (change.rights & 0xffff),
+                  std::memory_order_release);
+  const int n = last - first;
+  for (int i = 0; i < n; ++i) {
+    g_slots[i].state.store(pending_state(gen), std::memory_order_relaxed);
+    g_slots[i].tid.store(g_targets[first + i].tid, std::memory_order_relaxed);
   }
-  TaskDir(const TaskDir&) = delete;
-  TaskDir& operator=(const TaskDir&) = delete;
-  void list(std::vector<pid_t>& out) {
-    out.clear();
-    if (!dir_) return;
-    ::rewinddir(dir_);
-    while (dirent* e = ::readdir(dir_))
-      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') out.push_back(std::atoi(e->d_name));
+  g_outstanding.store(n, std::memory_order_relaxed);
+  g_slot_count.store(n, std::memory_order_release);
+
+  int result = 0;
+  auto give_up = [&](int i) {  // true if this call took the slot out of the count
+    std::uint64_t expected = pending_state(gen);
+    if (!g_slots[i].state.compare_exchange_strong(expected, abandoned_state(gen), std::memory_order_acq_rel))
+      return false;
+    g_outstanding.fetch_sub(1, std::memory_order_acq_rel);
+    return true;
+  };
+  for (int i = 0; i < n; ++i) {
+    const long r = raw_tgkill(g_slots[i].tid.load(std::memory_order_relaxed), g_signal);
+    if (r == 0 || !give_up(i)) continue;
+    if (r == -ESRCH) {  // gone
+      if (named) result = -ESRCH;
+      continue;
+    }
+    // Not queued (EAGAIN: the user's RLIMIT_SIGPENDING is used up): the
+    // thread keeps its old rights, and the caller must hear of it.
+    note_missed(missed, g_slots[i].tid.load(std::memory_order_relaxed));
+    if (result == 0) result = -ETIMEDOUT;
   }
 
- private:
-  DIR* dir_;
-};
+  const auto deadline = std::chrono::steady_clock::now() + configured_timeout();
+  for (;;) {
+    const int left = g_outstanding.load(std::memory_order_acquire);
+    if (left <= 0) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    // Short sleeps, so that a target that exits is noticed.
+    const auto wait = std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(10));
+    timespec ts{0, static_cast<long>(wait.count())};
+    sys::raw_syscall(SYS_futex, reinterpret_cast<long>(&g_outstanding), FUTEX_WAIT_PRIVATE, left,
+                     reinterpret_cast<long>(&ts));
+    if (g_outstanding.load(std::memory_order_acquire) <= 0) break;
+    for (int i = 0; i < n; ++i) {
+      if (g_slots[i].state.load(std::memory_order_acquire) != pending_state(gen)) continue;
+      const pid_t tid = g_slots[i].tid.load(std::memory_order_relaxed);
+      if ((raw_tgkill(tid, 0) != 0 || thread_exited_locked(tid)) && give_up(i) && named) result = -ESRCH;
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!give_up(i)) continue;
+    note_missed(missed, g_slots[i].tid.load(std::memory_order_relaxed));
+    if (result == 0) result = -ETIMEDOUT;
+  }
+  return result;
+}
 
-bool is_thread_of_self(pid_t tid) noexcept { return raw_tgkill(tid, 0) == 0; }
+int apply_locked(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
+  if (change.still_valid && !change.still_valid(change.key)) return -EINVAL;
+  const pid_t self = raw_gettid();
+  int result = 0;
+  if (tid != kOtherThreads) {
+    if (tid == self) return -ESRCH;  // the backend changes its own thread itself
+    if (!find_thread_locked(tid, &g_targets[0])) return -ESRCH;
+    if (needs(change, g_targets[0])) result = signal_and_wait(change, 0, 1, true, missed);
+  } else {
+    int n = other_threads_locked(self, g_targets, kMaxTargets);
+    if (n < 0) return n;
+    int m = 0;
+    for (int i = 0; i < n; ++i)
+      if (needs(change, g_targets[i])) g_targets[m++] = g_targets[i];
+    result = signal_and_wait(change, 0, m, false, missed);
+    // Threads started while it ran are not registered yet (they wait for
+    // this lock): the kernel's count finds them. Until none is new.
+    while (result == 0 && m > 0 && unregistered_threads_possible_locked()) {
+      const int reached = m;
+      int fresh = reached;
+      n = other_threads_locked(self, g_targets + reached, kMaxTargets - reached);
+      if (n < 0) return n;
+      for (int i = reached; i < reached + n; ++i) {
+        const OtherThread t = g_targets[i];
+        if (t.pkru) continue;  // registered: its rights were looked at
+        bool seen = false;
+        for (int j = 0; j < reached && !seen; ++j) seen = g_targets[j].tid == t.tid;
+        if (!seen) g_targets[fresh++] = t;
+      }
+      if (fresh == reached) break;
+      result = signal_and_wait(change, reached, fresh, false, missed);
+      m = fresh;
+    }
+  }
+  if (change.include_self && change.key >= 0 && result != -EBUSY && result != -EAGAIN)
+    pkeys_pkru_set_rights(change.key, change.rights);
+  return result;
+}
 
 }  // namespace
 
-int thread_rights_signal() noexcept { return g_signal; }
-
-std::mutex& thread_signal_mutex() noexcept { return g_mutex; }
-
 int apply_in_threads(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
   const int saved_errno = errno;
-  std::lock_guard lock(g_mutex);
-  if (missed) missed->clear();
-  if (tid != kOtherThreads && (tid <= 0 || !is_thread_of_self(tid))) return -ESRCH;
-  if (int r = install_handler(); r < 0) return r;
-
-  static std::uint32_t generation = 0;
-  const std::uint32_t gen = ++generation;
-  g_slot_count.store(0, std::memory_order_release);
-  const int key = change.key < 0 ? kNoKey : change.key;
-  g_request.store((std::uint64_t{gen} << 32) | (std::uint64_t(key & 0xffff) << 16) |
-                      (change.rights & 0xffff),
-                  std::memory_order_release);
-
-  const pid_t self = raw_gettid();
-  const auto deadline = std::chrono::steady_clock::now() + configured_timeout();
-  TaskDir task_dir;
-  std::vector<pid_t> threads;
-  std::vector<int> open;  // slot indices not yet applied or gone
-  int slots = 0;
-  auto known = [&](pid_t t) {
-    for (int i = 0; i < slots; ++i)
-      if (g_slots[i].tid.load(std::memory_order_relaxed) == t) return true;
-    return false;
-  };
-  auto add_target = [&](pid_t t) -> int {
-    if (slots == kMaxSlots) return -EAGAIN;
-    g_slots[slots].state.store(pending_state(gen), std::memory_order_relaxed);
-    g_slots[slots].tid.store(t, std::memory_order_release);
-    g_slot_count.store(slots + 1, std::memory_order_release);
-    if (raw_tgkill(t, g_signal) == 0) open.push_back(slots);
-    ++slots;
-    return 0;
-  };
-
-  int result = 0;
-  for (bool first = true;; first = false) {
-    // Find targets: the named thread once, or every thread not yet seen.
-    if (tid != kOtherThreads) {
-      if (first && (result = add_target(tid)) < 0) break;
-    } else {
-      task_dir.list(threads);
-      for (pid_t t : threads)
-        if (t != self && !known(t) && (result = add_target(t)) < 0) break;
-      if (result < 0) break;
-    }
-    // Wait for every open target to apply or exit: poll briefly while fewer
-    // targets are left than CPUs (polling must not starve them), then sleep.
-    static const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-    while (!open.empty()) {
-      const int acks = g_acks.load(std::memory_order_acquire);
-      std::erase_if(open, [&](int i) {
-        return g_slots[i].state.load(std::memory_order_acquire) == done_state(gen);
-      });
-      if (open.empty()) break;
-      const auto now = std::chrono::steady_clock::now();
-      if (now < spin_until && static_cast<long>(open.size()) < cpus) {
-        for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
-        continue;
-      }
-      std::erase_if(open, [&](int i) {
-        return !is_thread_of_self(g_slots[i].tid.load(std::memory_order_relaxed));
-      });
-      if (open.empty() || now >= deadline) break;
-      // Short waits so exited threads are noticed too.
-      const auto wait = std::min<std::chrono::nanoseconds>(deadline - now, std::chrono::milliseconds(2));
-      timespec ts{0, static_cast<long>(wait.count())};
-      sys::raw_syscall(SYS_futex, reinterpret_cast<long>(&g_acks), FUTEX_WAIT_PRIVATE, acks,
-                       reinterpret_cast<long>(&ts));
-    }
-    if (!open.empty()) {
-      result = -ETIMEDOUT;
-      if (missed)
-        for (int i : open) missed->push_back(g_slots[i].tid.load(std::memory_order_relaxed));
-      break;
-    }
-    if (tid != kOtherThreads) break;
-    // Done when a fresh scan finds no thread that was not reached.
-    task_dir.list(threads);
-    bool fresh = false;
-    for (pid_t t : threads) fresh |= t != self && !known(t);
-    if (!fresh) break;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      result = -ETIMEDOUT;
-      if (missed)
-        for (pid_t t : threads)
-          if (t != self && !known(t)) missed->push_back(t);
-      break;
-    }
+  if (missed) {
+    missed->clear();
+    missed->reserve(64 + static_cast<std::size_t>(registered_thread_count()));
+  }
+  int result;
+  {
+    std::lock_guard lock(threads_mutex());
+    result = apply_locked(change, tid, missed);
   }
   errno = saved_errno;
   return result;
+}
+
+int sync_signal() noexcept {
+  std::lock_guard lock(threads_mutex());
+  const int r = ensure_signal_locked();
+  return r < 0 ? r : g_signal;
+}
+
+bool is_live_thread(pid_t tid) noexcept {
+  std::lock_guard lock(threads_mutex());
+  OtherThread t;
+  return find_thread_locked(tid, &t);
 }
 
 }  // namespace pkeys::backend

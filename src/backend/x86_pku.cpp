@@ -4,10 +4,12 @@
 #include <sys/syscall.h>
 
 #include <cerrno>
+#include <mutex>
 #include <new>
 
 #include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
+#include "backend/thread_registry.hpp"
 #include "backend/thread_signal.hpp"
 #include "pkeys/pkeys.h"
 #include "pkeys/pkru.h"
@@ -48,25 +50,31 @@ bool X86PkuBackend::kernel_supports_pkeys() noexcept {
   return true;
 }
 
-void X86PkuBackend::retry_quarantine() noexcept {
-  for (int key = 0; key < kMaxKeys; ++key) {
-    if (!(quarantine_ & (1u << key)) || reset_in_other_threads(key) != 0) continue;
+bool X86PkuBackend::reclaim_keys() noexcept {
+  bool any = false;
+  for (int key = 1; key < kMaxKeys; ++key) {
+    const std::uint32_t bit = 1u << key;
+    if (!(quarantine_.load(std::memory_order_acquire) & bit) || reset_in_other_threads(key) != 0) continue;
+    if (!(quarantine_.fetch_and(~bit, std::memory_order_acq_rel) & bit)) continue;  // another thread's
     kernel_pkey_free(key);
-    quarantine_ &= ~(1u << key);
+    any = true;
   }
+  return any;
 }
 
 int X86PkuBackend::acquire_key(unsigned rights) noexcept {
-  if (quarantine_) retry_quarantine();
   // The kernel sets the calling thread's rights and hands out the lowest
   // free number; other threads were reset when the number was last freed.
   return static_cast<int>(kernel_pkey_alloc(0, rights));
 }
 
 int X86PkuBackend::release_key(int key) noexcept {
-  pkeys_wrpkru(pkeys_pkru_with(pkeys_rdpkru(), key, PKEY_DISABLE_ACCESS));
+  pkeys_pkru_set_rights(key, PKEY_DISABLE_ACCESS);
   if (reset_in_other_threads(key) != 0) {
-    quarantine_ |= 1u << key;  // the program's key is gone either way
+    // Some thread may keep rights: the number stays the kernel's until a
+    // later reset reaches every thread (reclaim_keys). The program's key is
+    // gone either way.
+    quarantine_.fetch_or(1u << key, std::memory_order_acq_rel);
     return 0;
   }
   return static_cast<int>(kernel_pkey_free(key));
@@ -78,9 +86,7 @@ int X86PkuBackend::protect(std::uintptr_t addr, std::size_t len, int prot, int k
 }
 
 int X86PkuBackend::set_rights(int key, unsigned rights) noexcept {
-  const std::uint32_t old = pkeys_rdpkru();
-  const std::uint32_t now = pkeys_pkru_with(old, key, rights);
-  if (now != old) pkeys_wrpkru(now);
+  pkeys_pkru_set_rights(key, rights);
   return 0;
 }
 
@@ -88,14 +94,19 @@ unsigned X86PkuBackend::get_rights(int key) const noexcept {
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
 }
 
-int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed) noexcept {
+int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
+                                 KeyCheck still_valid) noexcept {
   if (missed) missed->clear();
-  if (tid == static_cast<pid_t>(sys::raw_syscall(SYS_gettid))) return set_rights(key, rights);
   try {
+    if (tid == static_cast<pid_t>(sys::raw_syscall(SYS_gettid))) {
+      // Under the handshake's lock, so that a free of the key is ordered.
+      std::lock_guard lock(threads_mutex());
+      if (still_valid && !still_valid(key)) return -EINVAL;
+      return set_rights(key, rights);
+    }
     // kAllThreads is the handshake's kOtherThreads plus the caller.
-    const int r = apply_in_threads({key, rights}, tid == kAllThreads ? kOtherThreads : tid, missed);
-    if (tid == kAllThreads && r != -ESRCH && r != -EBUSY) set_rights(key, rights);  // the caller too
-    return r;
+    return apply_in_threads({key, rights, tid == kAllThreads, still_valid},
+                            tid == kAllThreads ? kOtherThreads : tid, missed);
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
   } catch (...) {  // a lock that failed: nothing was applied
@@ -109,9 +120,7 @@ void X86PkuBackend::restore_thread_rights(std::uint64_t saved, std::uint64_t key
   std::uint32_t mask = 0;
   for (int k = 0; k < kMaxKeys; ++k)
     if ((keys >> k) & 1) mask |= 3u << PKEYS_PKRU_SHIFT(k);
-  const std::uint32_t old = pkeys_rdpkru();
-  const std::uint32_t now = (old & ~mask) | (static_cast<std::uint32_t>(saved) & mask);
-  if (now != old) pkeys_wrpkru(now);
+  pkeys_pkru_update(~mask, static_cast<std::uint32_t>(saved) & mask);
 }
 
 unsigned X86PkuBackend::interrupted_rights(const void* ucontext, int key) const noexcept {
@@ -124,7 +133,7 @@ int X86PkuBackend::adopt_interrupted_rights(const void* ucontext) noexcept {
   std::uint32_t pkru;
   if (!ucontext) return -EINVAL;
   if (!arch::frame_pkru(ucontext, &pkru)) return -ENOTSUP;
-  if (pkru != pkeys_rdpkru()) pkeys_wrpkru(pkru);
+  pkeys_pkru_update(0, pkru);
   return 0;
 }
 
@@ -132,5 +141,7 @@ int X86PkuBackend::fault_key(const siginfo_t& si) const noexcept {
   if (si.si_signo != SIGSEGV || si.si_code != SEGV_PKUERR) return -1;
   return static_cast<int>(si.si_pkey);
 }
+
+void X86PkuBackend::set_start_rights(int key, int rights) noexcept { backend::set_start_rights(key, rights); }
 
 }  // namespace pkeys::backend

@@ -6,9 +6,12 @@
 // RDPKRU/WRPKRU. Freeing resets the key in every thread (see
 // thread_signal.hpp); a number that some thread could not be reached
 // to reset stays allocated in the kernel, quarantined, until a later
-// attempt reaches them all, so it is never handed out with stale rights.
+// attempt (reclaim_keys) reaches them all, so it is never handed out with
+// stale rights. Every read-modify-write of PKRU is a restartable switch
+// (pkeys_pkru_update), so a cross-thread change is never lost.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 #include "backend/backend.hpp"
@@ -32,7 +35,10 @@ class X86PkuBackend final : public Backend {
   int protect(std::uintptr_t addr, std::size_t len, int prot, int key) noexcept override;
   int set_rights(int key, unsigned rights) noexcept override;
   unsigned get_rights(int key) const noexcept override;
-  int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed) noexcept override;
+  int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
+                    KeyCheck still_valid) noexcept override;
+  bool reclaim_keys() noexcept override;
+  void set_start_rights(int key, int rights) noexcept override;
   std::uint64_t save_thread_rights() const noexcept override;
   void restore_thread_rights(std::uint64_t saved, std::uint64_t keys) noexcept override;
   unsigned interrupted_rights(const void* ucontext, int key) const noexcept override;
@@ -43,9 +49,7 @@ class X86PkuBackend final : public Backend {
   static bool kernel_supports_pkeys() noexcept;
 
  private:
-  // Retries the reset of quarantined numbers; frees those now clean.
-  void retry_quarantine() noexcept;
-  std::uint32_t quarantine_ = 0;  // bit k: number k awaits its reset (no allocation)
+  std::atomic<std::uint32_t> quarantine_{0};  // bit k: number k awaits its reset (no allocation)
 };
 
 static_assert(KeyHardware<X86PkuBackend>);

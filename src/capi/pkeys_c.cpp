@@ -85,6 +85,15 @@ int pkeys_sync_threads(void) __THROW {
   return call([&](Runtime& rt) { return rt.sync_threads(); });
 }
 
+int pkeys_sync_signal(void) __THROW {
+  const int r = Runtime::sync_signal();
+  if (r < 0) {
+    errno = -r;
+    return -1;
+  }
+  return r;
+}
+
 int pkeys_sync_missed(pid_t* tids, int max) __THROW {
   const auto& missed = Runtime::last_missed();
   const int n = static_cast<int>(missed.size());

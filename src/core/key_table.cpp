@@ -21,33 +21,26 @@ int KeyTable::acquire(backend::Backend& backend, KeyDonor& donor, unsigned right
   return key;
 }
 
-int KeyTable::alloc_locked(backend::Backend& backend, KeyDonor& donor, unsigned flags, unsigned rights,
-                           std::vector<pid_t>* missed) {
+int KeyTable::acquire_locked(backend::Backend& backend, KeyDonor& donor, unsigned rights) {
   const int key = acquire(backend, donor, rights);
-  if (key < 0) return key;
   if (key >= kKeyLimit) {  // cannot be tracked: refuse rather than lose it
     backend.release_key(key);
     return -ENOSPC;
   }
-  if (flags & kAllocAllThreads) {
-    const int r = backend.set_rights_in(backend::kAllThreads, key, rights, missed);
-    if (r < 0) {  // all threads or none: undo
-      backend.release_key(key);
-      return r;
-    }
-  }
-  labels_[key][0] = 0;
-  allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
   return key;
 }
 
-int KeyTable::free_locked(backend::Backend& backend, AddressSpace& space, int key) {
+void KeyTable::publish_locked(int key) noexcept {
+  labels_[key][0] = 0;
+  allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
+}
+
+int KeyTable::unpublish_locked(AddressSpace& space, int key) {
   if (!is_allocated(key)) return -EINVAL;  // lost a race with another free
   if (space.key_in_use_locked(key)) return -EBUSY;
-  if (int r = backend.release_key(key); r < 0) return r;
+  space.forget_locked(Tag::key(key));  // may throw, before the key changes
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
-  space.forget_locked(Tag::key(key));
   return 0;
 }
 
@@ -57,6 +50,7 @@ int KeyTable::execute_only_key_locked(backend::Backend& backend, KeyDonor& donor
     // (it was reset when last freed), and so it stays.
     const int key = acquire(backend, donor, PKEY_DISABLE_ACCESS);
     if (key < 0) return key;
+    backend.set_start_rights(key, PKEY_DISABLE_ACCESS);
     execute_only_key_ = key;
   }
   return execute_only_key_;

@@ -52,13 +52,16 @@ class KeyTable {
   void set_per_thread_rights(bool on) noexcept { per_thread_rights_.store(on, std::memory_order_relaxed); }
 
   // --- under the address space's lock -----------------------------------
-  // A new key with `rights` for the caller (or, with kAllocAllThreads, for
-  // every thread: `missed` as Backend::set_rights_in). Asks `donor` for a
-  // hardware key when none is free.
-  int alloc_locked(backend::Backend& backend, KeyDonor& donor, unsigned flags, unsigned rights,
-                   std::vector<pid_t>* missed);
-  // Frees `key`: -EBUSY while a mapped page carries it.
-  int free_locked(backend::Backend& backend, AddressSpace& space, int key);
+  // Allocating is two steps, so that giving every thread the rights
+  // (PKEY_ALLOC_ALL_THREADS) can wait for them without the lock: a key
+  // from the backend with `rights` for the caller, asking `donor` for a
+  // hardware key when none is free; then, once it is ready, the program's.
+  int acquire_locked(backend::Backend& backend, KeyDonor& donor, unsigned rights);
+  void publish_locked(int key) noexcept;
+  // Freeing too: the program's key is no longer allocated (-EINVAL: it was
+  // not; -EBUSY while a mapped page carries it), then the caller releases
+  // it to the backend, which resets it in every thread.
+  int unpublish_locked(AddressSpace& space, int key);
   // pkeys' own key for execute-only memory, acquired at first use: every
   // thread holds it access-disabled.
   int execute_only_key_locked(backend::Backend& backend, KeyDonor& donor);
@@ -70,7 +73,6 @@ class KeyTable {
   const char* label_locked(int key) const noexcept { return labels_[key]; }
 
  private:
-  // A key from the backend, asking the donor while none is free.
   static int acquire(backend::Backend& backend, KeyDonor& donor, unsigned rights);
 
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always

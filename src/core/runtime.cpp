@@ -29,22 +29,17 @@ Runtime::Runtime(std::unique_ptr<backend::Backend> backend, std::string reason)
 
 // A child must not start with a lock some other thread held: take them in
 // the order every caller does (the address space's, then the backend's).
+// (The handshake's lock has hooks of its own that run after these in
+// prepare and before them after fork: see backend/thread_registry.cpp.)
 void Runtime::prepare_fork() noexcept {
   Runtime& rt = instance();
   rt.space_.lock();
-  // The handshake's lock too, with or without a backend (sync_threads uses it).
-  if (rt.backend_)
-    rt.backend_->prepare_fork();
-  else
-    backend::prepare_fork_without_backend();
+  if (rt.backend_) rt.backend_->prepare_fork();
 }
 
 void Runtime::after_fork() noexcept {
   Runtime& rt = instance();
-  if (rt.backend_)
-    rt.backend_->after_fork();
-  else
-    backend::after_fork_without_backend();
+  if (rt.backend_) rt.backend_->after_fork();
   rt.space_.unlock();
 }
 
@@ -61,18 +56,66 @@ Runtime& Runtime::instance() {
   return *runtime;
 }
 
+namespace {
+
+// For a change that must be ordered with a free of the same key.
+bool key_still_allocated(int key) noexcept { return g_key_table.is_allocated(key); }
+
+}  // namespace
+
 int Runtime::alloc(unsigned flags, unsigned rights) {
   if ((flags & ~kAllocAllThreads) != 0 || !valid_rights(rights)) return -EINVAL;
   if (!backend_) return -ENOSPC;
+  const bool all_threads = (flags & kAllocAllThreads) != 0;
+  // With per-thread rights, giving every thread the rights waits for them:
+  // never under the lock every other call needs.
+  const bool wait_unlocked = keys_.per_thread_rights();
+  int key;
+  for (bool reclaimed = false;;) {
+    {
+      std::lock_guard lock(space_);
+      key = keys_.acquire_locked(*backend_, *vkeys_, rights);
+      if (key >= 0 && all_threads && !wait_unlocked) {
+        if (int r = backend_->set_rights_in(backend::kAllThreads, key, rights, &last_missed(), nullptr); r < 0) {
+          backend_->release_key(key);  // all threads or none
+          return r;
+        }
+      }
+      if (key >= 0 && (!all_threads || !wait_unlocked)) {
+        keys_.publish_locked(key);
+        return key;
+      }
+    }
+    // Numbers some thread could not be reset on: try again, unlocked.
+    if (key != -ENOSPC || reclaimed || !backend_->reclaim_keys()) break;
+    reclaimed = true;
+  }
+  if (key < 0) return key;
+  // Not the program's yet: nothing else can use the number meanwhile.
+  if (int r = backend_->set_rights_in(backend::kAllThreads, key, rights, &last_missed(), nullptr); r < 0) {
+    backend_->release_key(key);  // all threads or none
+    return r;
+  }
   std::lock_guard lock(space_);
-  return keys_.alloc_locked(*backend_, *vkeys_, flags, rights,
-                            (flags & kAllocAllThreads) ? &last_missed() : nullptr);
+  keys_.publish_locked(key);
+  return key;
 }
 
 int Runtime::free(int key) {
   if (key <= 0 || !keys_.is_allocated(key)) return -EINVAL;
-  std::lock_guard lock(space_);
-  return keys_.free_locked(*backend_, space_, key);
+  if (!keys_.per_thread_rights()) {
+    std::lock_guard lock(space_);
+    if (int r = keys_.unpublish_locked(space_, key); r < 0) return r;
+    return backend_->release_key(key);
+  }
+  {
+    std::lock_guard lock(space_);
+    if (int r = keys_.unpublish_locked(space_, key); r < 0) return r;
+  }
+  // The reset in every thread waits for them: without the lock. Nothing
+  // can hand the number out meanwhile (the backend still holds it), and a
+  // change of the key now fails (key_still_allocated).
+  return backend_->release_key(key);
 }
 
 int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
@@ -153,15 +196,21 @@ int Runtime::set_thread(pid_t tid, int key, unsigned rights) {
   if (tid <= 0) return -ESRCH;
   std::unique_lock lock(space_, std::defer_lock);
   if (!keys_.per_thread_rights()) lock.lock();
-  return backend_->set_rights_in(tid, key, rights, &last_missed());
+  return backend_->set_rights_in(tid, key, rights, &last_missed(), key_still_allocated);
 }
 
 int Runtime::set_all(int key, unsigned rights) {
   if (!backend_ || !valid_rights(rights) || !keys_.is_allocated(key) || (key == 0 && rights != 0)) return -EINVAL;
   std::unique_lock lock(space_, std::defer_lock);
   if (!keys_.per_thread_rights()) lock.lock();
-  return backend_->set_rights_in(backend::kAllThreads, key, rights, &last_missed());
+  return backend_->set_rights_in(backend::kAllThreads, key, rights, &last_missed(), key_still_allocated);
 }
+
+int Runtime::sync_signal() noexcept { return backend::cross_thread_signal(); }
+
+void Runtime::on_thread_start() noexcept { backend::register_this_thread(); }
+
+void Runtime::on_thread_exit() noexcept { backend::unregister_this_thread(); }
 
 int Runtime::sync_threads() {
   return backend_ ? backend_->sync_threads(&last_missed()) : backend::sync_threads_without_backend(&last_missed());

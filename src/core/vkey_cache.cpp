@@ -40,6 +40,7 @@ int VKeyCache::pin(int vkey, VKeyRecord& v, int* slot_out) {
       // number reset to no access when it was last freed.
       const int hw = backend_.acquire_key(kNoAccess);
       if (hw > 0) {
+        backend_.set_start_rights(hw, static_cast<int>(kNoAccess));
         slots_[static_cast<std::size_t>(slot_count_)] = Slot{hw, 0, static_cast<int>(kNoAccess)};
         hw_mask_.fetch_or(1ull << hw, std::memory_order_acq_rel);
         slot = slot_count_++;
@@ -97,9 +98,12 @@ int VKeyCache::evict_locked(int slot) {
 int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
   Slot& sl = slots_[static_cast<std::size_t>(slot)];
   if (sl.baseline != static_cast<int>(v.base)) {
-    // Every thread must hold this vkey's base rights on the key.
-    if (int r = backend_.set_rights_in(backend::kAllThreads, sl.hw_key, v.base, nullptr); r < 0) {
-      sl.baseline = -1;
+    // Every thread must hold this vkey's base rights on the key, threads
+    // that start meanwhile included.
+    backend_.set_start_rights(sl.hw_key, static_cast<int>(v.base));
+    if (int r = backend_.set_rights_in(backend::kAllThreads, sl.hw_key, v.base, nullptr, nullptr); r < 0) {
+      sl.baseline = -1;  // mixed: the next load sets it again
+      backend_.set_start_rights(sl.hw_key, static_cast<int>(kNoAccess));
       return r;
     }
     sl.baseline = static_cast<int>(v.base);
@@ -124,6 +128,7 @@ bool VKeyCache::give_back_key_locked() {
   Slot& sl = slots_[static_cast<std::size_t>(slot_count_ - 1)];
   if (sl.vkey != 0 && evict_locked(slot_count_ - 1) < 0) return false;
   hw_mask_.fetch_and(~(1ull << sl.hw_key), std::memory_order_acq_rel);
+  backend_.set_start_rights(sl.hw_key, -1);
   backend_.release_key(sl.hw_key);
   sl = Slot{};
   --slot_count_;

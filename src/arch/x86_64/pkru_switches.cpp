@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+#include "arch/x86_64/pkru_switches.hpp"
+
+#include <ucontext.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "pkeys/pkru.h"
+
+// Defined here, declared in pkeys/pkru.h: every thread's copy of its PKRU.
+__attribute__((visibility("default"))) __thread std::uint32_t pkeys_thread_pkru
+    __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace pkeys::arch {
+namespace {
+
+// One recorded switch: offsets from the record itself, so the section
+// needs no relocations.
+struct SwitchRecord {
+  std::int32_t start;         // the switch's first instruction, from &start
+  std::uint32_t wrpkru_from_start;  // its WRPKRU, from the first instruction
+};
+
+// Registered modules: never freed (a handler may be reading one); an entry
+// with refs == 0 is unused. Registration is rare (constructors), so it
+// takes a simple spin lock; the handler reads without one.
+struct Module {
+  std::atomic<std::uintptr_t> begin{0};
+  std::atomic<std::uintptr_t> end{0};
+  std::atomic<int> refs{0};
+};
+constexpr int kMaxModules = 256;
+Module g_modules[kMaxModules];
+std::atomic_flag g_registering = ATOMIC_FLAG_INIT;
+
+class SpinGuard {
+ public:
+  SpinGuard() noexcept {
+    while (g_registering.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+  }
+  ~SpinGuard() { g_registering.clear(std::memory_order_release); }
+  SpinGuard(const SpinGuard&) = delete;
+  SpinGuard& operator=(const SpinGuard&) = delete;
+};
+
+}  // namespace
+
+bool restart_interrupted_switch(void* ucontext) noexcept {
+  auto* uc = static_cast<ucontext_t*>(ucontext);
+  const auto ip = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+  for (const Module& m : g_modules) {
+    if (m.refs.load(std::memory_order_acquire) <= 0) continue;
+    const std::uintptr_t begin = m.begin.load(std::memory_order_relaxed);
+    const std::uintptr_t end = m.end.load(std::memory_order_relaxed);
+    for (std::uintptr_t p = begin; p + sizeof(SwitchRecord) <= end; p += sizeof(SwitchRecord)) {
+      const auto* r = reinterpret_cast<const SwitchRecord*>(p);
+      const std::uintptr_t start = p + static_cast<std::uintptr_t>(static_cast<std::intptr_t>(r->start));
+      if (ip >= start && ip <= start + r->wrpkru_from_start) {
+        uc->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(start);
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+std::uint32_t* thread_pkru_copy() noexcept { return &pkeys_thread_pkru; }
+
+}  // namespace pkeys::arch
+
+using pkeys::arch::g_modules;
+using pkeys::arch::Module;
+
+extern "C" {
+
+__attribute__((visibility("default"))) void pkeys_pkru_register_switches(const void* begin, const void* end) {
+  if (!begin || !end || end <= begin) return;
+  const auto b = reinterpret_cast<std::uintptr_t>(begin);
+  pkeys::arch::SpinGuard guard;
+  Module* empty = nullptr;
+  for (Module& m : g_modules) {
+    const int refs = m.refs.load(std::memory_order_relaxed);
+    if (refs > 0 && m.begin.load(std::memory_order_relaxed) == b) {
+      m.refs.store(refs + 1, std::memory_order_release);
+      return;
+    }
+    if (refs <= 0 && !empty) empty = &m;
+  }
+  if (!empty) return;  // more modules than slots: their switches are not restarted
+  empty->begin.store(b, std::memory_order_relaxed);
+  empty->end.store(reinterpret_cast<std::uintptr_t>(end), std::memory_order_relaxed);
+  empty->refs.store(1, std::memory_order_release);
+}
+
+__attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const void* begin) {
+  const auto b = reinterpret_cast<std::uintptr_t>(begin);
+  pkeys::arch::SpinGuard guard;
+  for (Module& m : g_modules) {
+    const int refs = m.refs.load(std::memory_order_relaxed);
+    if (refs > 0 && m.begin.load(std::memory_order_relaxed) == b) {
+      m.refs.store(refs - 1, std::memory_order_release);
+      return;
+    }
+  }
+}
+
+}  // extern "C"
