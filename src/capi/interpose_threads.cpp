@@ -8,9 +8,7 @@
 //
 // The shared library exports it as pthread_create@@GLIBC_2.34 and
 // @GLIBC_2.2.5, so that references bound to glibc's versions (libstdc++'s
-// std::thread) reach it too; the real one comes from the next object
-// (real_pthread_create_shared.cpp), or, linked statically, from glibc's
-// archive (real_pthread_create_static.cpp).
+// std::thread) reach it too; real_pthread_create.cpp finds glibc's.
 //
 // Under ThreadSanitizer, whose own pthread_create runs first and starts
 // the thread's bookkeeping inside the start routine, nothing may run before

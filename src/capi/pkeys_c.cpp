@@ -4,6 +4,7 @@
 
 #include <new>
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -18,6 +19,11 @@ using pkeys::capi::ErrnoResult;
 using pkeys::core::Runtime;
 
 namespace {
+
+// Linked from libpkeys.a, a program's only reference to pthread_create may
+// be libstdc++'s, which the linker reads after libpkeys.a: this one brings
+// pkeys' pthread_create (capi/interpose_threads.cpp) in with the C ABI.
+[[gnu::used]] const void* const keep_thread_interposer = reinterpret_cast<const void*>(&::pthread_create);
 
 // The Runtime allocates; out of memory becomes ENOMEM, never an exception
 // through a C caller.

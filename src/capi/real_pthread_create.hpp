@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
-// glibc's pthread_create, behind pkeys' own (interpose_threads.cpp). One
-// definition per kind of library: real_pthread_create_shared.cpp (the next
-// object's, by dlsym) and real_pthread_create_static.cpp (the archive's).
+// glibc's pthread_create, behind pkeys' own (interpose_threads.cpp), in
+// a static program, a dynamic one and the shared library alike.
 #pragma once
 
 #include <pthread.h>
