@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // pkeyctl info: what this machine offers and what pkeys chose.
 #include <cpuid.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -90,6 +91,18 @@ int info(int argc, char** argv) {
   else
     std::printf("  from     %s%s\n", env_wx && *env_wx ? "PKEYS_WX=" : "default (PKEYS_WX unset)",
                 env_wx && *env_wx ? env_wx : "");
+
+  // The signal that reaches other threads (chosen now if this is the first
+  // use): what a program must leave alone.
+  const char* env_signal = std::getenv("PKEYS_SIGNAL");
+  std::printf("cross-thread changes:\n");
+  if (const int sig = pkeys_sync_signal(); sig > 0)
+    std::printf("  signal   %d (SIGRTMIN+%d), %s\n", sig, sig - SIGRTMIN,
+                env_signal && *env_signal ? "from PKEYS_SIGNAL" : "the highest real-time signal below SIGRTMAX with no handler");
+  else
+    std::printf("  signal   none: %s\n", errno == EBUSY ? "the program has its own handler on it (PKEYS_SIGNAL)"
+                                        : errno == EINVAL ? "PKEYS_SIGNAL is not a real-time signal"
+                                                          : "every real-time signal has a handler");
 
   // Free keys: what this process can still allocate.
   std::vector<int> taken;
