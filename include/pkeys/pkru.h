@@ -22,10 +22,6 @@
 #error "pkeys/pkru.h is for x86-64"
 #endif
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 /* Rights bits of `pkey` within a PKRU value. */
 #define PKEYS_PKRU_SHIFT(pkey) (2u * (unsigned)(pkey))
 
@@ -42,7 +38,7 @@ static inline uint32_t pkeys_rdpkru(void) {
 static inline void pkeys_wrpkru(uint32_t pkru) {
   __asm__ volatile(
       "1: .byte 0x0f,0x01,0xef\n\t"
-      ".pushsection pkeys_wrpkru_sites,\"a\",@progbits\n\t"
+      ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
       ".balign 4\n\t"
       ".long 1b - .\n\t"
       ".popsection"
@@ -78,10 +74,24 @@ static inline unsigned pkeys_pkru_rights(uint32_t pkru, int pkey) {
  * wrote: pkeys compares it with a cross-thread change and does not signal
  * a thread whose rights already match. A raw pkeys_wrpkru does not update
  * it (see "cross-thread changes" in the README). */
+#ifdef __cplusplus
+extern "C" {
+#endif
 extern __thread uint32_t pkeys_thread_pkru __attribute__((tls_model("initial-exec")));
+/* Registration of a module's pkeys_pkru_switches section (by its bounds;
+ * counted, so every translation unit may register the same module). */
+__attribute__((visibility("default"))) void pkeys_pkru_register_switches(const void *begin,
+                                                                         const void *end);
+__attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const void *begin);
+#ifdef __cplusplus
+}
+#endif
 
-/* PKRU := (PKRU & keep) | set, restartable. */
-static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
+/* PKRU := (PKRU & keep) | set, restartable. Always inlined: it is the hot
+ * path, and its records belong to the function it lands in (the "?" in the
+ * section flags puts them in that function's COMDAT group, so that a
+ * discarded duplicate takes its records along). */
+__attribute__((always_inline)) static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
   uint32_t *mirror = &pkeys_thread_pkru;
   uint32_t eax, edx;
   __asm__ volatile(
@@ -90,11 +100,11 @@ static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
       "orl %[set], %%eax\n\t"
       "movl %%eax, (%[mirror])\n\t"
       "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
-      ".pushsection pkeys_wrpkru_sites,\"a\",@progbits\n\t"
+      ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
       ".balign 4\n\t"
       ".long 2b - .\n\t"
       ".popsection\n\t"
-      ".pushsection pkeys_pkru_switches,\"a\",@progbits\n\t"
+      ".pushsection pkeys_pkru_switches,\"a?\",@progbits\n\t"
       ".balign 4\n\t"
       ".long 1b - .\n\t"
       ".long 2b - 1b\n\t"
@@ -107,16 +117,10 @@ static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
 }
 
 /* The rights of `pkey` := `rights` (PKEY_DISABLE_*), restartable. */
-static inline void pkeys_pkru_set_rights(int pkey, unsigned rights) {
+__attribute__((always_inline)) static inline void pkeys_pkru_set_rights(int pkey, unsigned rights) {
   unsigned shift = PKEYS_PKRU_SHIFT(pkey);
   pkeys_pkru_update(~(3u << shift), (rights & 3u) << shift);
 }
-
-/* Registration of a module's pkeys_pkru_switches section (by its bounds;
- * counted, so every translation unit may register the same module). */
-__attribute__((visibility("default"))) void pkeys_pkru_register_switches(const void *begin,
-                                                                         const void *end);
-__attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const void *begin);
 
 extern const char __start_pkeys_pkru_switches[] __attribute__((weak, visibility("hidden")));
 extern const char __stop_pkeys_pkru_switches[] __attribute__((weak, visibility("hidden")));
@@ -128,9 +132,5 @@ __attribute__((constructor, used)) static void pkeys_pkru_register_module_(void)
 __attribute__((destructor, used)) static void pkeys_pkru_unregister_module_(void) {
   if (__start_pkeys_pkru_switches) pkeys_pkru_unregister_switches(__start_pkeys_pkru_switches);
 }
-
-#ifdef __cplusplus
-}
-#endif
 
 #endif /* PKEYS_PKRU_H */
