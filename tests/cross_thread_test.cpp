@@ -13,7 +13,6 @@
 // thread's state in /proc says it is.
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,7 +20,6 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,7 +36,7 @@
 #include <functional>
 #include <initializer_list>
 #include <mutex>
-#include <sstream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -136,20 +134,16 @@ char thread_state(pid_t tid) {
   return stat[paren + 2];
 }
 
-// Whether thread `tid` sleeps in one of the system calls `nrs`: from
-// /proc/self/task/TID/syscall where the kernel reports it, else from its
-// state (the caller knows which call the thread is about to make).
+// Whether thread `tid` sleeps in one of the system calls `nrs`: as
+// /proc/self/task/TID/syscall says (in_syscall), else from its state alone
+// (the caller knows which call the thread is about to make).
 bool sleeps_in(pid_t tid, std::initializer_list<long> nrs) {
-  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
-  std::string first;
-  if (in >> first) {
-    if (first == "running") return false;
-    char* end = nullptr;
-    const long nr = std::strtol(first.c_str(), &end, 10);
-    if (end && *end == 0)
-      return std::find(nrs.begin(), nrs.end(), nr) != nrs.end() && thread_state(tid) == 'S';
+  for (long nr : nrs) {
+    const std::optional<bool> in = in_syscall(tid, nr);
+    if (!in) return thread_state(tid) == 'S';
+    if (*in) return thread_state(tid) == 'S';
   }
-  return thread_state(tid) == 'S';
+  return false;
 }
 
 // Real-time signals cannot be queued while this lives: the soft
@@ -267,14 +261,6 @@ class TwoCpus {
  private:
   cpu_set_t old_{}, other_{};
   bool pinned_ = false;
-};
-
-struct TaggedPage {
-  explicit TaggedPage(int key) : p(map_pages(1)) {
-    EXPECT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, key), 0) << errno_str();
-  }
-  ~TaggedPage() { ::munmap(p, page_size()); }
-  void* p;
 };
 
 }  // namespace
