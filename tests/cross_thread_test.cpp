@@ -923,7 +923,7 @@ TEST(CrossThread, AFreeWaitingForABlockedThreadDoesNotStopOtherCalls) {
   ASSERT_GT(k, 0) << errno_str();
   void* page = map_pages(1);
   std::atomic<bool> blocking{false}, pending{false}, main_calling{false}, release{false};
-  std::atomic<bool> broke_hang{false}, free_started{false}, free_returned{false};
+  std::atomic<bool> broke_hang{false}, unblocked{false}, free_returned{false};
   int free_result = -2, free_err = 0;
   // The blocker holds read-write on k and blocks every real-time signal;
   // it sees pkeys' signal pending, and unblocks it when main is done (or
@@ -952,12 +952,12 @@ TEST(CrossThread, AFreeWaitingForABlockedThreadDoesNotStopOtherCalls) {
           }
           ::usleep(10000);
         }
+        unblocked = true;  // from here on pkey_free may finish
         pthread_sigmask(SIG_UNBLOCK, &rt, nullptr);
       },
       [&] { release = true; });
   ASSERT_TRUE(wait_until([&] { return blocking.load(); }));
   ScopedThread freer([&] {
-    free_started = true;
     errno = 0;
     free_result = pkey_free(k);
     free_err = errno;
@@ -973,14 +973,19 @@ TEST(CrossThread, AFreeWaitingForABlockedThreadDoesNotStopOtherCalls) {
   const int mprotect_result = pkey_mprotect(page, page_size(), PROT_READ, -1);
   const int mprotect_err = errno;
   const int rights = k2 > 0 ? pkey_get(k2) : 0;
-  const bool free_was_done = free_returned;
+  // Returned while the blocker still blocks the signal, so while pkey_free
+  // still waits (free_returned alone could lag behind: the freer may not
+  // have run again yet).
+  const bool free_could_finish = unblocked, free_was_done = free_returned;
   main_calling = false;
   release = true;
   blocker.join();
   freer.join();
-  EXPECT_FALSE(free_was_done) << "pkey_alloc/pkey_mprotect/pkey_get in another thread waited until "
-                              << "pkey_free had finished waiting for a thread that blocks the signal"
-                              << (broke_hang ? " (the blocker unblocked it after main sat in a futex for 3 s)" : "");
+  EXPECT_FALSE(free_could_finish || free_was_done)
+      << "pkey_alloc/pkey_mprotect/pkey_get in another thread returned only once pkey_free could stop "
+      << "waiting for a thread that blocks the signal"
+      << (broke_hang ? " (the blocker unblocked it after main sat in a futex for 3 s)" : "")
+      << (free_was_done ? "; pkey_free had returned" : "");
   EXPECT_GT(k2, 0) << "pkey_alloc: errno " << k2_err;
   EXPECT_EQ(mprotect_result, 0) << "pkey_mprotect(-1): errno " << mprotect_err;
   EXPECT_EQ(rights, 0);
