@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # SPDX-License-Identifier: MIT
-# /init of the PKU lane's initramfs: runs each test program, marks its
+# /init of the PKU lane's initramfs: runs each test program (or, with
+# PKEYS_LANE_MODE=icount, each instruction-count benchmark), marks its
 # output with PKU-LANE-RUN / PKU-LANE-RESULT lines on the serial console
 # (scripts/pku-lane.sh reads them), then powers off.
 /bin/busybox --install -s /bin
@@ -39,6 +40,17 @@ run() {  # run NAME ENV... -- PROGRAM ARGS...
 
 cd /tests || { echo "PKU-LANE-RUN: initramfs"; echo "PKU-LANE-RESULT: initramfs rc=1 (no /tests)"; poweroff -f; }
 export GTEST_COLOR=no
+# PKEYS_LANE_MODE=icount (pku-lane.sh --icount): the instruction-count
+# benchmarks alone, each printing ICOUNT lines; nothing else runs, so that
+# the boot stays short.
+if [ "${PKEYS_LANE_MODE:-}" = icount ]; then
+  echo "ICOUNT-INFO kernel:clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+  run icount-glibc -- ./pkeys_icount_glibc
+  run icount-libpkeys.a PKEYS_BACKEND=x86-pku -- ./pkeys_icount_bench
+  run icount-libpkeys.so PKEYS_BACKEND=x86-pku -- ./pkeys_icount_plt
+  echo "PKU-LANE-DONE"
+  poweroff -f
+fi
 run pkeyctl-info -- ./pkeyctl info
 run pkeyctl-demo -- ./pkeyctl demo
 maps_check() {  # pkeyctl maps finds the sleeper's tagged pages under its key

@@ -13,7 +13,17 @@
 # in BUILD_DIR/logs/console-KERNEL.log, escape sequences stripped. On a
 # failure it prints the failing program's part of the console.
 #
-# usage: scripts/pku-lane.sh [BUILD_DIR]   (default: build-pku-lane)
+# With --icount it runs the instruction-count benchmarks instead of the
+# tests (bench/icount_*.cpp): each kernel boots once with -icount shift=0
+# -smp 1, where guest time advances one nanosecond per executed guest
+# instruction, so the benchmarks' clock readings are instruction counts
+# (kernel instructions included). It prints a table per kernel (operation,
+# instructions per operation), with the QEMU and kernel versions, and keeps
+# the benchmarks' lines in BUILD_DIR/logs/icount-KERNEL.txt for comparing
+# runs (with ICOUNT-BATCHES lines: every timed batch). Figures repeat
+# from boot to boot within 0.1%, most of them exactly.
+#
+# usage: scripts/pku-lane.sh [--icount] [BUILD_DIR]   (default: build-pku-lane)
 # env:   PKEYS_LANE_SERIES   Debian kernel series to boot (default "6.1 6.12"),
 #                            the newest linux-image-SERIES*-amd64 of each,
 #                            downloaded by package name and cached in BUILD_DIR
@@ -27,6 +37,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+mode=tests
+if [[ ${1:-} == --icount ]]; then mode=icount; shift; fi
 build=${1:-$root/build-pku-lane}
 timeout_s=${PKEYS_LANE_TIMEOUT:-600}
 sync_ms=${PKEYS_SYNC_TIMEOUT_MS:-20000}
@@ -42,11 +54,21 @@ show() { local p=$1; [[ $p == "$root"/* ]] && p=${p#"$root"/}; printf '%s' "$p";
 # --- the statically linked tests ---------------------------------------------
 programs=(pkeys_conformance pkeys_concurrency pkeys_backend_selection pkeys_vkeys_stress
           pkeys_startup tagged_sleeper pkeyctl)
+# The instruction-count benchmarks: two static programs and one linked
+# with libpkeys.so (its loader and libraries go into the initramfs).
+icount_programs=(pkeys_icount_bench pkeys_icount_glibc pkeys_icount_plt)
 build_log=$logs/build.log
-log "building the static tests (log: $(show "$build_log"))"
+configure_extra=() build_extra=()  # none for the tests
+if [[ $mode == icount ]]; then
+  log "building the instruction-count benchmarks (log: $(show "$build_log"))"
+  configure_extra=(-DPKEYS_BUILD_ICOUNT_BENCH=ON)
+  build_extra=(--target "${icount_programs[@]}")
+else
+  log "building the static tests (log: $(show "$build_log"))"
+fi
 if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPKEYS_STATIC_TESTS=ON \
-         -DPKEYS_BUILD_TESTS=ON -DPKEYS_BUILD_BENCH=OFF -DPKEYS_WERROR=ON &&
-       cmake --build "$build" -j"$(nproc)"; } >"$build_log" 2>&1; then
+         -DPKEYS_BUILD_TESTS=ON -DPKEYS_BUILD_BENCH=OFF -DPKEYS_WERROR=ON "${configure_extra[@]}" &&
+       cmake --build "$build" -j"$(nproc)" "${build_extra[@]}"; } >"$build_log" 2>&1; then
   log "FAIL: the build failed; the end of $(show "$build_log"):"
   tail -n 60 "$build_log"
   exit 1
@@ -89,6 +111,102 @@ else
   done
 fi
 for k in "${kernels[@]}"; do [[ -f $k ]] || { log "FAIL: no kernel file $k"; exit 1; }; done
+
+# The firmware's terminal resets, colours and line-wrap switches, and CRs.
+clean_console() {  # clean_console RAW CONSOLE: removes RAW
+  sed -E 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1b[()][A-Za-z0-9]//g; s/\x1b[A-Za-z=>]//g' "$1" |
+    tr -d '\r' >"$2"
+  rm -f "$1"
+}
+
+# --- the instruction-count mode -------------------------------------------------
+# A boot per kernel that runs only the benchmarks (init's PKEYS_LANE_MODE),
+# on one vCPU with -icount shift=0: one nanosecond of guest time per guest
+# instruction. (-icount rules out multi-threaded TCG.) sleep=off: an idle
+# guest's clock jumps to its next timer instead of following the host's.
+# nokaslr norandmaps: the same addresses in every boot, since the kernel's
+# and the library's work depends a little on them.
+if [[ $mode == icount ]]; then
+  icount_dir=$build/initramfs-icount
+  rm -rf "$icount_dir"
+  mkdir -p "$icount_dir"/{bin,proc,sys,dev,tmp,tests}
+  cp /bin/busybox "$icount_dir/bin/busybox"
+  if ldd "$icount_dir/bin/busybox" >/dev/null 2>&1; then
+    log "/bin/busybox is not statically linked: install busybox-static"; exit 1
+  fi
+  for p in "${icount_programs[@]}"; do
+    strip --strip-debug -o "$icount_dir/tests/$p" "$build/bench/$p"
+  done
+  for p in pkeys_icount_bench pkeys_icount_glibc; do
+    if ldd "$icount_dir/tests/$p" >/dev/null 2>&1; then log "$p is not statically linked"; exit 1; fi
+  done
+  # pkeys_icount_plt's loader and libraries, this machine's, where the
+  # loader looks without a cache: /lib/x86_64-linux-gnu (libpkeys.so.0 too).
+  interp=$(readelf -l "$build/bench/pkeys_icount_plt" |
+             sed -n 's/.*Requesting program interpreter: \(.*\)\]$/\1/p')
+  [[ -n $interp ]] || { log "pkeys_icount_plt names no program interpreter"; exit 1; }
+  mkdir -p "$icount_dir$(dirname "$interp")" "$icount_dir/lib/x86_64-linux-gnu"
+  cp -L "$interp" "$icount_dir$interp"
+  ldd "$build/bench/pkeys_icount_plt" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
+    while read -r lib; do cp -L "$lib" "$icount_dir/lib/x86_64-linux-gnu/"; done
+  cp "$root/scripts/pku-lane-init.sh" "$icount_dir/init"
+  chmod +x "$icount_dir/init"
+  (cd "$icount_dir" && find . | cpio -o -H newc --quiet | gzip -1) >"$build/initramfs-icount.cpio.gz"
+
+  qemu_flags=(-accel tcg -cpu max -smp 1 -icount 'shift=0,sleep=off')
+  log "$(qemu-system-x86_64 --version | head -n1), ${qemu_flags[*]}, $(date -u '+%F %H:%M UTC')"
+  status=0
+  for kernel in "${kernels[@]}"; do
+    name=$(basename "$kernel")
+    name=${name#vmlinuz-}
+    console=$logs/icount-console-$name.log
+    log "booting $name under qemu-system-x86_64 ${qemu_flags[*]} (limit ${timeout_s}s; console: $(show "$console"))"
+    start=$SECONDS
+    set +e
+    timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qemu_flags[@]}" -m 1024 \
+      -nographic -no-reboot -kernel "$kernel" -initrd "$build/initramfs-icount.cpio.gz" \
+      -append "console=ttyS0 panic=-1 quiet loglevel=3 nokaslr norandmaps PKEYS_LANE_MODE=icount PKEYS_SYNC_TIMEOUT_MS=$sync_ms PKEYS_LANE_PROGRAM_TIMEOUT=$program_s" \
+      </dev/null >"$logs/icount-console-$name.raw" 2>&1
+    qemu_rc=$?
+    set -e
+    clean_console "$logs/icount-console-$name.raw" "$console"
+    took=$((SECONDS - start))
+    uname=$(sed -n 's/^PKU-LANE-KERNEL: //p' "$console" | head -n1)
+    figures=$logs/icount-$name.txt
+    grep -a '^ICOUNT' "$console" >"$figures" || true
+    echo "kernel ${uname:-$name}: instructions per operation (x86-pku backend; ${took}s)"
+    awk '
+      $1 == "ICOUNT" && $3 == "error" {
+        printf "  %-52s error:", $2; for (i = 4; i <= NF; i++) printf " %s", $i; print ""; next }
+      $1 == "ICOUNT" { printf "  %-52s %12s\n", $2, $3; next }
+      $1 == "ICOUNT-RATIO" { printf "  %-52s %11sx\n", $2, $3; next }
+      $1 == "ICOUNT-INFO" { info = info sprintf("  note: %s", $2); for (i = 3; i <= NF; i++) info = info " " $i; info = info "\n" }
+      END { printf "%s", info }' "$figures"
+    failed=""
+    while read -r result; do
+      rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$result")
+      [[ $rc == 0 ]] || failed="$failed ${result%% rc=*} (rc=$rc)"
+    done < <(sed -n 's/^PKU-LANE-RESULT: //p' "$console")
+    if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
+      failed="$failed the guest did not finish within ${timeout_s}s"
+    elif ! grep -q '^PKU-LANE-DONE' "$console"; then
+      failed="$failed the guest stopped before the end (qemu rc $qemu_rc)"
+    elif ! grep -aq 'PKU-LANE-CPU: .*pku' "$console" || ! grep -aq 'PKU-LANE-CPU: .*ospke' "$console"; then
+      failed="$failed the guest CPU lacks pku/ospke"
+    elif grep -aq '^ICOUNT [^ ]* error' "$figures"; then
+      failed="$failed a row failed"
+    fi
+    if [[ -n $failed ]]; then
+      status=1
+      log "FAIL on ${uname:-$name}:$failed; the end of $(show "$console"):"
+      tail -n 40 "$console"
+    fi
+  done
+  echo "instructions per operation: per call (pkey_set, key::set), per begin+end or enter+exit;"
+  echo "a toggle is 2 mprotect calls; per_parked_thread = (3_parked - 0_threads) / 3; cross-thread"
+  echo "rows are the cheapest interleaving that recurs, SCHED_FIFO ones the only one (bench/icount_bench.cpp)"
+  exit $status
+fi
 
 # --- the initramfs ---------------------------------------------------------
 initrd_dir=$build/initramfs
@@ -151,10 +269,7 @@ for kernel in "${kernels[@]}"; do
       </dev/null >"$raw" 2>&1
     qemu_rc=$?
     set -e
-    # The firmware's terminal resets, colours and line-wrap switches, and CRs.
-    sed -E 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1b[()][A-Za-z0-9]//g; s/\x1b[A-Za-z=>]//g' "$raw" |
-      tr -d '\r' >"$console"
-    rm -f "$raw"
+    clean_console "$raw" "$console"
     grep -aq '^PKU-LANE-CPU:' "$console" && break
     [[ $attempt == 2 ]] && break
     mv "$console" "$logs/console-$name.boot-failure.log"
