@@ -170,9 +170,10 @@ PKEYS_API int pkey_set_all(int pkey, unsigned int access_rights) __THROW;
 PKEYS_API int pkeys_sync_missed(pid_t *tids, int max) __THROW;
 
 /* Returns once every other thread's rights are those pkeys last set for
- * it, changing nothing: the threads pkeys did not start (raw clone, or
- * before pkeys was loaded) run pkeys' handler; the others are not
- * disturbed. ETIMEDOUT as above, EBUSY (the program has its own handler on
+ * it, changing nothing else: the threads pkeys did not start (raw clone,
+ * or before pkeys was loaded) run pkeys' handler, and so do the threads
+ * that missed an earlier change (ETIMEDOUT), which apply it now; the others
+ * are not disturbed. ETIMEDOUT as above, EBUSY (the program has its own handler on
  * pkeys' signal), EAGAIN (too many threads, or no real-time signal free). */
 PKEYS_API int pkeys_sync_threads(void) __THROW;
 

@@ -23,6 +23,8 @@ namespace {
 struct Entry {
   pid_t tid;
   std::uint32_t* pkru;
+  std::uint32_t pending_mask;  // changes it missed: see OtherThread
+  std::uint32_t pending_bits;
 };
 
 std::mutex g_mutex;
@@ -170,7 +172,7 @@ void register_this_thread() noexcept {
   }
   if (g_count == kMaxThreads) return;  // found by the kernel's count instead
   t_tid = raw_gettid();
-  g_entries[g_count++] = Entry{t_tid, arch::thread_pkru_copy()};
+  g_entries[g_count++] = Entry{t_tid, arch::thread_pkru_copy(), 0, 0};
 }
 
 void unregister_this_thread() noexcept {
@@ -188,7 +190,8 @@ int other_threads_locked(pid_t self, OtherThread* out, int max, bool scan) noexc
   for (int i = 0; i < g_count; ++i) {
     if (g_entries[i].tid == self) continue;
     if (n == max) return -EAGAIN;
-    out[n++] = OtherThread{g_entries[i].tid, g_entries[i].pkru};
+    const Entry& e = g_entries[i];
+    out[n++] = OtherThread{e.tid, e.pkru, e.pending_mask, e.pending_bits};
   }
   if (!scan && !unregistered_threads_possible_locked()) return n;
   bool full = false;
@@ -211,7 +214,8 @@ bool unregistered_threads_possible_locked() noexcept {
 bool find_thread_locked(pid_t tid, OtherThread* out) noexcept {
   if (tid <= 0) return false;
   if (const int i = registered_index(tid); i >= 0) {
-    *out = OtherThread{tid, g_entries[i].pkru};
+    const Entry& e = g_entries[i];
+    *out = OtherThread{tid, e.pkru, e.pending_mask, e.pending_bits};
     return true;
   }
   if (exited(tid)) return false;
@@ -225,6 +229,18 @@ bool find_thread_locked(pid_t tid, OtherThread* out) noexcept {
 }
 
 bool thread_exited_locked(pid_t tid) noexcept { return exited(tid); }
+
+void note_missed_locked(pid_t tid, std::uint32_t mask, std::uint32_t bits) noexcept {
+  if (const int i = registered_index(tid); i >= 0) {
+    Entry& e = g_entries[i];
+    e.pending_mask |= mask;
+    e.pending_bits = (e.pending_bits & ~mask) | (bits & mask);
+  }
+}
+
+void clear_missed_locked(pid_t tid) noexcept {
+  if (const int i = registered_index(tid); i >= 0) g_entries[i].pending_mask = g_entries[i].pending_bits = 0;
+}
 
 pid_t registered_thread_id() noexcept { return t_tid; }
 
@@ -256,7 +272,7 @@ void threads_after_fork_in_child() noexcept {
   g_leader_exited = false;
   if (t_tid != 0) {
     t_tid = raw_gettid();
-    g_entries[g_count++] = Entry{t_tid, arch::thread_pkru_copy()};
+    g_entries[g_count++] = Entry{t_tid, arch::thread_pkru_copy(), 0, 0};
   }
 }
 

@@ -40,6 +40,10 @@ struct OtherThread {
   // Its PKRU copy; null for a thread pkeys did not register (its rights
   // are unknown, so any change must reach it).
   const std::uint32_t* pkru;
+  // Changes it missed (PKRU bits and their values), applied with the next
+  // change that reaches it. Registered threads only.
+  std::uint32_t pending_mask = 0;
+  std::uint32_t pending_bits = 0;
 };
 
 // --- under threads_mutex() -----------------------------------------------
@@ -54,6 +58,11 @@ bool unregistered_threads_possible_locked() noexcept;
 // Thread `tid` of this process: true and its entry, or false (no such
 // thread, or one that has exited).
 bool find_thread_locked(pid_t tid, OtherThread* out) noexcept;
+// A registered thread missed a change of the PKRU bits `mask` to `bits`
+// (which replaces any earlier missed change of them), or applied every
+// change it had missed.
+void note_missed_locked(pid_t tid, std::uint32_t mask, std::uint32_t bits) noexcept;
+void clear_missed_locked(pid_t tid) noexcept;
 // Whether `tid` was registered and has exited (a join may already have
 // returned while the kernel still lists it).
 bool thread_exited_locked(pid_t tid) noexcept;

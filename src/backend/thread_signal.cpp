@@ -26,24 +26,25 @@ namespace {
 
 // One target thread of the current request. state: generation << 2, | 1
 // once applied, | 2 once given up on (a late handler must not count).
+// change: the PKRU bits to set (high 32) and their values (low 32): the
+// request's key, and any change this thread missed before.
 struct Slot {
   std::atomic<pid_t> tid{0};
   std::atomic<std::uint64_t> state{0};
+  std::atomic<std::uint64_t> change{0};
 };
 
 constexpr int kMaxTargets = 32768;
 Slot g_slots[kMaxTargets];
 std::atomic<int> g_slot_count{0};
 OtherThread g_targets[kMaxTargets];  // under threads_mutex()
-// The current request in one word, so a handler never mixes two requests:
-// generation (32 bits) | key (16) | rights (16).
-std::atomic<std::uint64_t> g_request{0};
+// The current request's generation.
+std::atomic<std::uint32_t> g_request{0};
 // Targets that have not answered: the futex word the requester sleeps on;
 // the handler that takes it to 0 wakes it.
 std::atomic<int> g_outstanding{0};
 std::uint32_t g_generation = 0;
 int g_signal = 0;
-constexpr int kNoKey = 0xffff;
 
 constexpr std::uint64_t pending_state(std::uint32_t gen) { return std::uint64_t{gen} << 2; }
 constexpr std::uint64_t done_state(std::uint32_t gen) { return pending_state(gen) | 1; }
@@ -54,10 +55,7 @@ long raw_tgkill(pid_t tid, int sig) noexcept { return sys::raw_syscall(SYS_tgkil
 
 void on_rights_signal(int, siginfo_t*, void* ucontext) {
   const int saved_errno = errno;
-  const std::uint64_t request = g_request.load(std::memory_order_acquire);
-  const auto gen = static_cast<std::uint32_t>(request >> 32);
-  const int key = static_cast<int>((request >> 16) & 0xffff);
-  const unsigned rights = static_cast<unsigned>(request & 0xffff);
+  const std::uint32_t gen = g_request.load(std::memory_order_acquire);
   const pid_t me = raw_gettid();
   const int n = g_slot_count.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) {
@@ -65,12 +63,14 @@ void on_rights_signal(int, siginfo_t*, void* ucontext) {
     if (slot.tid.load(std::memory_order_acquire) != me) continue;
     std::uint64_t expected = pending_state(gen);
     if (slot.state.load(std::memory_order_acquire) != expected) break;
-    if (key != kNoKey) {
+    const std::uint64_t change = slot.change.load(std::memory_order_acquire);
+    const auto mask = static_cast<std::uint32_t>(change >> 32);
+    if (mask != 0) {
       std::uint32_t pkru;
       if (!arch::frame_pkru(ucontext, &pkru)) break;  // cannot apply: the requester times out
       // Interrupted between its RDPKRU and WRPKRU: make it read again.
       arch::restart_interrupted_switch(ucontext);
-      pkru = pkeys_pkru_with(pkru, key, rights);
+      pkru = (pkru & ~mask) | (static_cast<std::uint32_t>(change) & mask);
       if (!arch::set_frame_pkru(ucontext, pkru)) break;
       // This thread's copy, if the thread-local storage is its own (a raw
       // clone may share its creator's).
@@ -128,9 +128,10 @@ int ensure_signal_locked() noexcept {
 }
 
 // Whether `t` must be signalled for `change`: a thread pkeys does not know
-// always; a known one when its rights on the key differ.
+// always; a known one when it missed an earlier change, or when its rights
+// on the key differ.
 bool needs(const RightsChange& change, const OtherThread& t) noexcept {
-  if (!t.pkru) return true;
+  if (!t.pkru || t.pending_mask != 0) return true;
   if (change.key < 0) return false;
   const std::uint32_t pkru = __atomic_load_n(t.pkru, __ATOMIC_ACQUIRE);
   return pkeys_pkru_rights(pkru, change.key) != change.rights;
@@ -146,14 +147,18 @@ int signal_and_wait(RightsChange change, int first, int last, bool named, std::v
   if (first == last) return 0;
   if (int r = ensure_signal_locked(); r < 0) return r;
   const std::uint32_t gen = ++g_generation;
-  const int key = change.key < 0 ? kNoKey : change.key;
   g_slot_count.store(0, std::memory_order_release);
-  g_request.store((std::uint64_t{gen} << 32) | (std::uint64_t(key & 0xffff) << 16) | (change.rights & 0xffff),
-                  std::memory_order_release);
+  g_request.store(gen, std::memory_order_release);
+  const std::uint32_t key_mask = change.key < 0 ? 0 : 3u << PKEYS_PKRU_SHIFT(change.key);
+  const std::uint32_t key_bits = change.key < 0 ? 0 : (change.rights & 3u) << PKEYS_PKRU_SHIFT(change.key);
   const int n = last - first;
   for (int i = 0; i < n; ++i) {
+    const OtherThread& t = g_targets[first + i];
+    const std::uint32_t mask = key_mask | t.pending_mask;
+    const std::uint32_t bits = (t.pending_bits & ~key_mask) | key_bits;
+    g_slots[i].change.store((std::uint64_t{mask} << 32) | bits, std::memory_order_relaxed);
     g_slots[i].state.store(pending_state(gen), std::memory_order_relaxed);
-    g_slots[i].tid.store(g_targets[first + i].tid, std::memory_order_relaxed);
+    g_slots[i].tid.store(t.tid, std::memory_order_relaxed);
   }
   g_outstanding.store(n, std::memory_order_relaxed);
   g_slot_count.store(n, std::memory_order_release);
@@ -198,9 +203,19 @@ int signal_and_wait(RightsChange change, int first, int last, bool named, std::v
     }
   }
   for (int i = 0; i < n; ++i) {
-    if (!give_up(i)) continue;
-    note_missed(missed, g_slots[i].tid.load(std::memory_order_relaxed));
-    if (result == 0) result = -ETIMEDOUT;
+    if (give_up(i)) {
+      note_missed(missed, g_slots[i].tid.load(std::memory_order_relaxed));
+      if (result == 0) result = -ETIMEDOUT;
+    }
+    // What a registered thread missed reaches it with the next change (or
+    // pkeys_sync_threads); what it applied is no longer owed.
+    const OtherThread& t = g_targets[first + i];
+    if (!t.pkru) continue;
+    const std::uint64_t change_i = g_slots[i].change.load(std::memory_order_relaxed);
+    if (g_slots[i].state.load(std::memory_order_acquire) == done_state(gen))
+      clear_missed_locked(t.tid);
+    else
+      note_missed_locked(t.tid, static_cast<std::uint32_t>(change_i >> 32), static_cast<std::uint32_t>(change_i));
   }
   return result;
 }
