@@ -137,9 +137,7 @@ bool exited(pid_t tid) noexcept {
 }
 
 // What the kernel should count if every thread were registered.
-long expected_count(pid_t self) noexcept {
-  return g_count + (registered_index(self) < 0 ? 1 : 0) + (g_leader_exited ? 1 : 0);
-}
+long expected_count() noexcept { return g_count + (t_tid == 0 ? 1 : 0) + (g_leader_exited ? 1 : 0); }
 
 void lock_for_fork() noexcept { g_mutex.lock(); }
 void unlock_after_fork() noexcept { g_mutex.unlock(); }
@@ -208,7 +206,7 @@ int other_threads_locked(pid_t self, OtherThread* out, int max, bool scan) noexc
 
 bool unregistered_threads_possible_locked() noexcept {
   const long kernel = kernel_thread_count();
-  return kernel < 0 || kernel != expected_count(raw_gettid());
+  return kernel < 0 || kernel != expected_count();
 }
 
 bool find_thread_locked(pid_t tid, OtherThread* out) noexcept {
@@ -220,7 +218,7 @@ bool find_thread_locked(pid_t tid, OtherThread* out) noexcept {
   }
   if (exited(tid)) return false;
   const long kernel = kernel_thread_count();
-  if (kernel >= 0 && kernel == expected_count(raw_gettid())) return false;  // every thread is registered
+  if (kernel >= 0 && kernel == expected_count()) return false;  // every thread is registered
   bool found = false;
   if (!for_each_task([&](pid_t t) { found |= t == tid; }))
     found = sys::raw_syscall(SYS_tgkill, ::getpid(), tid, 0) == 0;  // no /proc: ask the kernel
@@ -243,6 +241,8 @@ void clear_missed_locked(pid_t tid) noexcept {
 }
 
 pid_t registered_thread_id() noexcept { return t_tid; }
+
+pid_t current_thread_id() noexcept { return t_tid != 0 ? t_tid : raw_gettid(); }
 
 int registered_thread_count() noexcept { return g_count.load(std::memory_order_relaxed); }
 

@@ -69,6 +69,9 @@ bool thread_exited_locked(pid_t tid) noexcept;
 
 // The calling thread's id if it registered itself, else 0. Signal-safe.
 pid_t registered_thread_id() noexcept;
+// The calling thread's id, without a system call once it registered. (Not
+// for signal handlers: a raw clone may share its creator's storage.)
+pid_t current_thread_id() noexcept;
 // How many threads are registered, read without the lock (to size buffers).
 int registered_thread_count() noexcept;
 

@@ -222,7 +222,7 @@ int signal_and_wait(RightsChange change, int first, int last, bool named, std::v
 
 int apply_locked(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
   if (change.still_valid && !change.still_valid(change.key)) return -EINVAL;
-  const pid_t self = raw_gettid();
+  const pid_t self = current_thread_id();
   int result = 0;
   if (tid != kOtherThreads) {
     if (tid == self) return -ESRCH;  // the backend changes its own thread itself

@@ -98,7 +98,7 @@ int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vecto
                                  KeyCheck still_valid) noexcept {
   if (missed) missed->clear();
   try {
-    if (tid == static_cast<pid_t>(sys::raw_syscall(SYS_gettid))) {
+    if (tid == current_thread_id()) {
       // Under the handshake's lock, so that a free of the key is ordered.
       std::lock_guard lock(threads_mutex());
       if (still_valid && !still_valid(key)) return -EINVAL;
