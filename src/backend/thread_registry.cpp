@@ -50,6 +50,16 @@ dev_t g_task_dev = 0;
 ino_t g_task_ino = 0;
 alignas(8) char g_dirents[8192];
 
+// The last scan of /proc/self/task that found no thread the registry
+// lacks, and the kernel's count then: while both counts stay as they were,
+// the difference is a thread that has left the registry but not yet the
+// kernel, and a fresh scan would find nothing. Trusted for a few calls
+// only, since a thread can vanish as another appears.
+long g_clean_kernel = -1;
+int g_clean_registered = -1;
+int g_clean_uses = 0;
+constexpr int kCleanUses = 64;
+
 // High 32 bits: the PKRU bits pkeys manages; low 32: a new thread's values.
 std::atomic<std::uint64_t> g_start_rights{0};
 
@@ -192,8 +202,10 @@ int other_threads_locked(pid_t self, OtherThread* out, int max, bool scan) noexc
     out[n++] = OtherThread{e.tid, e.pkru, e.pending_mask, e.pending_bits};
   }
   if (!scan && !unregistered_threads_possible_locked()) return n;
+  const long kernel = kernel_thread_count();
+  const int registered = n;
   bool full = false;
-  for_each_task([&](pid_t tid) {
+  const bool listed = for_each_task([&](pid_t tid) {
     if (tid == self || exited(tid) || registered_index(tid) >= 0) return;
     if (n == max) {
       full = true;
@@ -201,12 +213,22 @@ int other_threads_locked(pid_t self, OtherThread* out, int max, bool scan) noexc
     }
     out[n++] = OtherThread{tid, nullptr};
   });
+  if (listed && n == registered) {
+    g_clean_kernel = kernel;
+    g_clean_registered = g_count;
+    g_clean_uses = kCleanUses;
+  }
   return full ? -EAGAIN : n;
 }
 
 bool unregistered_threads_possible_locked() noexcept {
   const long kernel = kernel_thread_count();
-  return kernel < 0 || kernel != expected_count();
+  if (kernel >= 0 && kernel == expected_count()) return false;
+  if (kernel >= 0 && kernel == g_clean_kernel && g_count == g_clean_registered && g_clean_uses > 0) {
+    --g_clean_uses;
+    return false;
+  }
+  return true;
 }
 
 bool find_thread_locked(pid_t tid, OtherThread* out) noexcept {
@@ -268,6 +290,7 @@ void threads_after_fork_in_child() noexcept {
   if (task_fd_valid()) sys::raw_syscall(SYS_close, g_task_fd);  // the parent's task directory
   g_task_fd = -1;
   g_count = 0;
+  g_clean_kernel = -1;
   for (pid_t& t : g_exited) t = 0;
   g_leader_exited = false;
   if (t_tid != 0) {

@@ -32,6 +32,7 @@ struct Module {
 };
 constexpr int kMaxModules = 256;
 Module g_modules[kMaxModules];
+std::atomic<int> g_used{0};  // slots ever used: the handler looks at no more
 std::atomic_flag g_registering = ATOMIC_FLAG_INIT;
 
 class SpinGuard {
@@ -49,7 +50,9 @@ class SpinGuard {
 bool restart_interrupted_switch(void* ucontext) noexcept {
   auto* uc = static_cast<ucontext_t*>(ucontext);
   const auto ip = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
-  for (const Module& m : g_modules) {
+  const int used = g_used.load(std::memory_order_acquire);
+  for (int i = 0; i < used; ++i) {
+    const Module& m = g_modules[i];
     if (m.refs.load(std::memory_order_acquire) <= 0) continue;
     const std::uintptr_t begin = m.begin.load(std::memory_order_relaxed);
     const std::uintptr_t end = m.end.load(std::memory_order_relaxed);
@@ -70,6 +73,7 @@ std::uint32_t* thread_pkru_copy() noexcept { return &pkeys_thread_pkru; }
 }  // namespace pkeys::arch
 
 using pkeys::arch::g_modules;
+using pkeys::arch::g_used;
 using pkeys::arch::Module;
 
 extern "C" {
@@ -91,6 +95,8 @@ __attribute__((visibility("default"))) void pkeys_pkru_register_switches(const v
   empty->begin.store(b, std::memory_order_relaxed);
   empty->end.store(reinterpret_cast<std::uintptr_t>(end), std::memory_order_relaxed);
   empty->refs.store(1, std::memory_order_release);
+  const int index = static_cast<int>(empty - g_modules) + 1;
+  if (index > g_used.load(std::memory_order_relaxed)) g_used.store(index, std::memory_order_release);
 }
 
 __attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const void* begin) {
