@@ -188,8 +188,10 @@ class ParkedThreads {
   std::vector<std::thread> threads_;
 };
 
-// The signal handshake alone (what pkey_set_all waits for on the hardware):
-// every other thread runs pkeys' handler and acknowledges. Works without PKU.
+// pkeys_sync_threads with parked threads that pkeys started: it knows their
+// rights, so it signals none (the registry's check per thread and the
+// kernel's thread count). The signal round trip itself is measured by
+// instruction count in the PKU lane (scripts/pku-lane.sh --icount).
 void BM_SyncThreadsRoundTrip(benchmark::State& state, int others) {
   ParkedThreads parked(others);
   for (auto _ : state)
