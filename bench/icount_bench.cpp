@@ -32,15 +32,21 @@
 //   ...:per_parked_thread,... (3_parked - 0_threads) / 3
 //   ...,SCHED_FIFO            the cross-thread rows again, every thread
 //                             under SCHED_FIFO (see kParkedPlan)
+//   signal_floor:...          no pkeys: a bare handler that only acknowledges
+//                             (tgkill, then a futex wait for the last one):
+//                             the least any signal-based change can cost
 //
 // Natively there is no PKU here: without PKEYS_CAP_HARDWARE it says so and
 // exits 77. Uses the public API only.
+#include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -125,13 +131,18 @@ int raw_mprotect(void* p, std::size_t len, int prot) {
   return static_cast<int>(::syscall(SYS_mprotect, p, len, prot));
 }
 
+// The thread ids of the parked threads of the latest ParkedThreads.
+std::vector<pid_t> g_parked_tids;
+
 // `count` threads blocked in a condition variable wait until destroyed.
 class ParkedThreads {
  public:
   explicit ParkedThreads(int count) {
+    g_parked_tids.clear();
     for (int i = 0; i < count; ++i) {
       threads_.emplace_back([this] {
         std::unique_lock lock(mutex_);
+        g_parked_tids.push_back(static_cast<pid_t>(::syscall(SYS_gettid)));
         ++parked_;
         parked_cv_.notify_one();
         stop_cv_.wait(lock, [this] { return stop_; });
@@ -252,14 +263,34 @@ struct CrossThreadOps {
   }
 };
 
+// The signal floor: what a change costs that does nothing but deliver a
+// signal to each thread and wait for the last handler, without pkeys.
+std::atomic<int> g_floor_left{0};
+const int kFloorSignal = SIGRTMIN + 1;
+
+void floor_handler(int) {
+  if (g_floor_left.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    ::syscall(SYS_futex, &g_floor_left, FUTEX_WAKE_PRIVATE, 1);
+}
+
+int signal_floor() {
+  g_floor_left.store(static_cast<int>(g_parked_tids.size()), std::memory_order_release);
+  for (pid_t tid : g_parked_tids) ::syscall(SYS_tgkill, ::getpid(), tid, kFloorSignal);
+  for (int left; (left = g_floor_left.load(std::memory_order_acquire)) > 0;)
+    ::syscall(SYS_futex, &g_floor_left, FUTEX_WAIT_PRIVATE, left, nullptr);
+  return 0;
+}
+
 struct Alone {
-  std::optional<double> need, same, sync;
+  std::optional<double> need, same, sync, floor;
 };
 
 Alone alone_rows(CrossThreadOps& ops, const Policy& policy) {
+  g_parked_tids.clear();
   return {row(named("pkey_set_all:0_threads", policy).c_str(), ops.alternating()),
           row(named("pkey_set_all:0_threads,unchanged", policy).c_str(), ops.same()),
-          row(named("pkeys_sync_threads:0_threads", policy).c_str(), CrossThreadOps::sync())};
+          row(named("pkeys_sync_threads:0_threads", policy).c_str(), CrossThreadOps::sync()),
+          row(named("signal_floor:0_threads", policy).c_str(), signal_floor)};
 }
 
 void parked_rows(CrossThreadOps& ops, const Policy& policy, const Alone& alone) {
@@ -274,12 +305,18 @@ void parked_rows(CrossThreadOps& ops, const Policy& policy, const Alone& alone) 
   const auto synced =
       parked_row(named("pkeys_sync_threads:3_parked", policy), nothing, CrossThreadOps::sync());
   per_thread_row(named("pkeys_sync_threads:per_parked_thread", policy), alone.sync, synced);
+  const auto floor = parked_row(named("signal_floor:3_parked", policy), nothing, signal_floor);
+  per_thread_row(named("signal_floor:per_parked_thread", policy), alone.floor, floor);
 }
 
 // Every figure without other threads first, under both policies: once
 // threads have come and gone, those figures vary from boot to boot by a
 // percent or two.
 void cross_thread_rows(int key) {
+  struct sigaction sa {};
+  sa.sa_handler = floor_handler;
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(kFloorSignal, &sa, nullptr);
   const Policy policies[] = {{"", SCHED_OTHER}, {",SCHED_FIFO", SCHED_FIFO}};
   CrossThreadOps ops{key};
   Alone alone[2];
