@@ -87,18 +87,23 @@ __attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const
 }
 #endif
 
-/* PKRU := (PKRU & keep) | set, restartable. Always inlined: it is the hot
+/* PKRU := (PKRU & keep) | set, restartable, and the same change made to
+ * the thread's copy (only the bits it sets: inside a signal handler the rest
+ * of PKRU is the handler's, not the thread's). Always inlined: it is the hot
  * path, and its records belong to the function it lands in (the "?" in the
  * section flags puts them in that function's COMDAT group, so that a
  * discarded duplicate takes its records along). */
 __attribute__((always_inline)) static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
   uint32_t *mirror = &pkeys_thread_pkru;
-  uint32_t eax, edx;
+  uint32_t eax, edx, copy;
   __asm__ volatile(
       "1: .byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
       "andl %[keep], %%eax\n\t"
       "orl %[set], %%eax\n\t"
-      "movl %%eax, (%[mirror])\n\t"
+      "movl (%[mirror]), %[copy]\n\t"
+      "andl %[keep], %[copy]\n\t"
+      "orl %[set], %[copy]\n\t"
+      "movl %[copy], (%[mirror])\n\t"
       "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
       ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
       ".balign 4\n\t"
@@ -109,11 +114,12 @@ __attribute__((always_inline)) static inline void pkeys_pkru_update(uint32_t kee
       ".long 1b - .\n\t"
       ".long 2b - 1b\n\t"
       ".popsection"
-      : "=&a"(eax), "=&d"(edx)
+      : "=&a"(eax), "=&d"(edx), [copy] "=&r"(copy)
       : "c"(0), [keep] "r"(keep), [set] "r"(set), [mirror] "r"(mirror)
       : "memory");
   (void)eax;
   (void)edx;
+  (void)copy;
 }
 
 /* The rights of `pkey` := `rights` (PKEY_DISABLE_*), restartable. */

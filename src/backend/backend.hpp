@@ -122,9 +122,8 @@ class Backend {
 int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept;
 
 // The thread registry (thread_registry.hpp), for the core's pthread_create
-// hook: a thread starts (before its start routine) or exits.
+// hook: a thread starts, before its start routine (it unregisters itself).
 void register_this_thread() noexcept;
-void unregister_this_thread() noexcept;
 
 // The signal cross-thread changes use (chosen and installed at the first
 // call), or -errno: -EBUSY when the program has taken it over.

@@ -50,16 +50,6 @@ dev_t g_task_dev = 0;
 ino_t g_task_ino = 0;
 alignas(8) char g_dirents[8192];
 
-// The last scan of /proc/self/task that found no thread the registry
-// lacks, and the kernel's count then: while both counts stay as they were,
-// the difference is a thread that has left the registry but not yet the
-// kernel, and a fresh scan would find nothing. Trusted for a few calls
-// only, since a thread can vanish as another appears.
-long g_clean_kernel = -1;
-int g_clean_registered = -1;
-int g_clean_uses = 0;
-constexpr int kCleanUses = 64;
-
 // High 32 bits: the PKRU bits pkeys manages; low 32: a new thread's values.
 std::atomic<std::uint64_t> g_start_rights{0};
 
@@ -149,6 +139,22 @@ bool exited(pid_t tid) noexcept {
 // What the kernel should count if every thread were registered.
 long expected_count() noexcept { return g_count + (t_tid == 0 ? 1 : 0) + (g_leader_exited ? 1 : 0); }
 
+// A thread unregisters from a thread-specific-data destructor: those run
+// for every thread that leaves by returning or pthread_exit (the main
+// thread's pthread_exit included), after the C++ thread_local destructors.
+// It asks for one more round, so that it runs after the program's own keys'
+// destructors too (glibc runs rounds while values remain).
+pthread_key_t g_exit_key;
+bool g_have_exit_key = false;
+
+void on_thread_exit(void* round) noexcept {
+  if (round == reinterpret_cast<void*>(1)) {
+    ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(2));
+    return;
+  }
+  unregister_this_thread();
+}
+
 void lock_for_fork() noexcept { g_mutex.lock(); }
 void unlock_after_fork() noexcept { g_mutex.unlock(); }
 void reset_in_child() noexcept {
@@ -161,6 +167,7 @@ void reset_in_child() noexcept {
 // of registration): the lock order is the core's lock, then this one.
 __attribute__((constructor(101))) void init_registry() noexcept {
   ::pthread_atfork(lock_for_fork, unlock_after_fork, reset_in_child);
+  g_have_exit_key = ::pthread_key_create(&g_exit_key, on_thread_exit) == 0;
   register_this_thread();
 }
 
@@ -177,10 +184,13 @@ void register_this_thread() noexcept {
     const std::uint64_t start = g_start_rights.load(std::memory_order_acquire);
     const auto managed = static_cast<std::uint32_t>(start >> 32);
     pkeys_pkru_update(~managed, static_cast<std::uint32_t>(start) & managed);
+    // The copy, exact from here on (a switch changes only its own bits).
+    pkeys_thread_pkru = pkeys_rdpkru();
   }
   if (g_count == kMaxThreads) return;  // found by the kernel's count instead
   t_tid = raw_gettid();
   g_entries[g_count++] = Entry{t_tid, arch::thread_pkru_copy(), 0, 0};
+  if (g_have_exit_key) ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(1));
 }
 
 void unregister_this_thread() noexcept {
@@ -202,10 +212,8 @@ int other_threads_locked(pid_t self, OtherThread* out, int max, bool scan) noexc
     out[n++] = OtherThread{e.tid, e.pkru, e.pending_mask, e.pending_bits};
   }
   if (!scan && !unregistered_threads_possible_locked()) return n;
-  const long kernel = kernel_thread_count();
-  const int registered = n;
   bool full = false;
-  const bool listed = for_each_task([&](pid_t tid) {
+  for_each_task([&](pid_t tid) {
     if (tid == self || exited(tid) || registered_index(tid) >= 0) return;
     if (n == max) {
       full = true;
@@ -213,22 +221,14 @@ int other_threads_locked(pid_t self, OtherThread* out, int max, bool scan) noexc
     }
     out[n++] = OtherThread{tid, nullptr};
   });
-  if (listed && n == registered) {
-    g_clean_kernel = kernel;
-    g_clean_registered = g_count;
-    g_clean_uses = kCleanUses;
-  }
   return full ? -EAGAIN : n;
 }
 
 bool unregistered_threads_possible_locked() noexcept {
   const long kernel = kernel_thread_count();
-  if (kernel >= 0 && kernel == expected_count()) return false;
-  if (kernel >= 0 && kernel == g_clean_kernel && g_count == g_clean_registered && g_clean_uses > 0) {
-    --g_clean_uses;
-    return false;
-  }
-  return true;
+  // (A count that differs only because an exited thread lingers costs a
+  // scan each time: trusting an earlier scan could hide a new thread.)
+  return kernel < 0 || kernel != expected_count();
 }
 
 bool find_thread_locked(pid_t tid, OtherThread* out) noexcept {
@@ -290,7 +290,6 @@ void threads_after_fork_in_child() noexcept {
   if (task_fd_valid()) sys::raw_syscall(SYS_close, g_task_fd);  // the parent's task directory
   g_task_fd = -1;
   g_count = 0;
-  g_clean_kernel = -1;
   for (pid_t& t : g_exited) t = 0;
   g_leader_exited = false;
   if (t_tid != 0) {

@@ -25,7 +25,8 @@ namespace pkeys::backend {
 namespace {
 
 // One target thread of the current request. state: generation << 2, | 1
-// once applied, | 2 once given up on (a late handler must not count).
+// once applied, | 2 once given up on (a late handler must not count), | 3
+// when the handler could not vouch for it (see on_rights_signal).
 // change: the PKRU bits to set (high 32) and their values (low 32): the
 // request's key, and any change this thread missed before.
 struct Slot {
@@ -49,6 +50,7 @@ int g_signal = 0;
 constexpr std::uint64_t pending_state(std::uint32_t gen) { return std::uint64_t{gen} << 2; }
 constexpr std::uint64_t done_state(std::uint32_t gen) { return pending_state(gen) | 1; }
 constexpr std::uint64_t abandoned_state(std::uint32_t gen) { return pending_state(gen) | 2; }
+constexpr std::uint64_t unsure_state(std::uint32_t gen) { return pending_state(gen) | 3; }
 
 pid_t raw_gettid() noexcept { return static_cast<pid_t>(sys::raw_syscall(SYS_gettid)); }
 long raw_tgkill(pid_t tid, int sig) noexcept { return sys::raw_syscall(SYS_tgkill, ::getpid(), tid, sig); }
@@ -65,18 +67,29 @@ void on_rights_signal(int, siginfo_t*, void* ucontext) {
     if (slot.state.load(std::memory_order_acquire) != expected) break;
     const std::uint64_t change = slot.change.load(std::memory_order_acquire);
     const auto mask = static_cast<std::uint32_t>(change >> 32);
+    const auto bits = static_cast<std::uint32_t>(change) & mask;
+    std::uint64_t outcome = done_state(gen);
     if (mask != 0) {
       std::uint32_t pkru;
       if (!arch::frame_pkru(ucontext, &pkru)) break;  // cannot apply: the requester times out
       // Interrupted between its RDPKRU and WRPKRU: make it read again.
-      arch::restart_interrupted_switch(ucontext);
-      pkru = (pkru & ~mask) | (static_cast<std::uint32_t>(change) & mask);
-      if (!arch::set_frame_pkru(ucontext, pkru)) break;
-      // This thread's copy, if the thread-local storage is its own (a raw
-      // clone may share its creator's).
-      if (registered_thread_id() == me) pkeys_thread_pkru = pkru;
+      const bool restarted = arch::restart_interrupted_switch(ucontext);
+      // The thread-local storage is this thread's own (a raw clone may
+      // share its creator's) when the registered id is this one.
+      const bool own_copy = registered_thread_id() == me;
+      // The interrupted code's PKRU differs from what pkeys last set: it is
+      // itself a signal handler (whose sigreturn will restore the older
+      // value) or it wrote PKRU behind pkeys' back. The edit may not last:
+      // the change is reported missed and stays owed, so the thread is
+      // signalled again until a handler finds the copy true. The copy
+      // learns the value the interrupted code resumes with.
+      if (own_copy && !restarted && pkru != pkeys_thread_pkru) outcome = unsure_state(gen);
+      const std::uint32_t edited = (pkru & ~mask) | bits;
+      if (!arch::set_frame_pkru(ucontext, edited)) break;
+      if (own_copy)
+        pkeys_thread_pkru = outcome == done_state(gen) ? (pkeys_thread_pkru & ~mask) | bits : edited;
     }
-    if (slot.state.compare_exchange_strong(expected, done_state(gen), std::memory_order_acq_rel) &&
+    if (slot.state.compare_exchange_strong(expected, outcome, std::memory_order_acq_rel) &&
         g_outstanding.fetch_sub(1, std::memory_order_acq_rel) == 1)
       sys::raw_syscall(SYS_futex, reinterpret_cast<long>(&g_outstanding), FUTEX_WAKE_PRIVATE, 1);
     break;
@@ -203,7 +216,7 @@ int signal_and_wait(RightsChange change, int first, int last, bool named, std::v
     }
   }
   for (int i = 0; i < n; ++i) {
-    if (give_up(i)) {
+    if (give_up(i) || g_slots[i].state.load(std::memory_order_acquire) == unsure_state(gen)) {
       note_missed(missed, g_slots[i].tid.load(std::memory_order_relaxed));
       if (result == 0) result = -ETIMEDOUT;
     }

@@ -65,7 +65,11 @@ bool X86PkuBackend::reclaim_keys() noexcept {
 int X86PkuBackend::acquire_key(unsigned rights) noexcept {
   // The kernel sets the calling thread's rights and hands out the lowest
   // free number; other threads were reset when the number was last freed.
-  return static_cast<int>(kernel_pkey_alloc(0, rights));
+  const long key = kernel_pkey_alloc(0, rights);
+  // The kernel wrote this thread's PKRU: the same rights again through a
+  // switch, so that the thread's copy knows them.
+  if (key > 0) pkeys_pkru_set_rights(static_cast<int>(key), rights);
+  return static_cast<int>(key);
 }
 
 int X86PkuBackend::release_key(int key) noexcept {

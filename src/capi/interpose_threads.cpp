@@ -4,7 +4,8 @@
 // backend/thread_registry.hpp): each new thread registers before the
 // program's start routine runs, starting with the rights a thread outside
 // any pkeys scope holds on the keys pkeys manages, and unregisters when it
-// exits (returning, pthread_exit or cancellation).
+// exits (returning, pthread_exit or cancellation), after its thread_local
+// and thread-specific-data destructors.
 //
 // The shared library exports it as pthread_create@@GLIBC_2.34 and
 // @GLIBC_2.2.5, so that references bound to glibc's versions (libstdc++'s
@@ -32,19 +33,12 @@ struct Start {
   void* arg;
 };
 
-// Unregisters however the thread ends: a forced unwind (pthread_exit,
-// cancellation) runs this destructor too.
-struct Registration {
-  Registration() noexcept { Runtime::on_thread_start(); }
-  ~Registration() { Runtime::on_thread_exit(); }
-  Registration(const Registration&) = delete;
-  Registration& operator=(const Registration&) = delete;
-};
-
+// The thread unregisters itself when it exits, however it ends (see
+// backend/thread_registry.cpp).
 void* start_thread(void* p) {
   const Start start = *static_cast<Start*>(p);
   delete static_cast<Start*>(p);
-  Registration registration;
+  Runtime::on_thread_start();
   return start.routine(start.arg);
 }
 #endif

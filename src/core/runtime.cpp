@@ -210,8 +210,6 @@ int Runtime::sync_signal() noexcept { return backend::cross_thread_signal(); }
 
 void Runtime::on_thread_start() noexcept { backend::register_this_thread(); }
 
-void Runtime::on_thread_exit() noexcept { backend::unregister_this_thread(); }
-
 int Runtime::sync_threads() {
   return backend_ ? backend_->sync_threads(&last_missed()) : backend::sync_threads_without_backend(&last_missed());
 }

@@ -56,10 +56,9 @@ class Runtime {
   int set_all(int key, unsigned rights);
   int sync_threads();  // the handshake alone
   static int sync_signal() noexcept;  // the signal it uses, or -errno
-  // A thread starts (before its start routine) or exits: the registry
-  // (backend/thread_registry.hpp). Need no Runtime.
+  // A thread starts, before its start routine: the registry
+  // (backend/thread_registry.hpp; it unregisters by itself). Needs no Runtime.
   static void on_thread_start() noexcept;
-  static void on_thread_exit() noexcept;
   // Threads that did not apply the calling thread's last cross-thread change.
   static std::vector<pid_t>& last_missed();
 
