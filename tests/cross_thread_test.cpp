@@ -559,6 +559,25 @@ TEST(CrossThread, SetAllIsNotLostToAConcurrentInlineKeySet) {
   EXPECT_EQ(pkey_free(k1), 0) << errno_str();
 }
 
+// --- the thread's copy of its rights -------------------------------------
+//
+// pkeys signals only the threads whose rights differ, by the copy of each
+// thread's PKRU that its switches keep. pkey_alloc gives the caller rights
+// through the kernel, not a switch: a free from another thread must still
+// reach the thread that allocated the key.
+
+TEST(CrossThread, AFreeReachesTheThreadThatAllocatedTheKey) {
+  SKIP_WITHOUT_PER_THREAD_RIGHTS();
+  Worker owner;
+  int key = -1;
+  owner.run([&] { key = pkey_alloc(0, 0); });
+  ASSERT_GT(key, 0) << errno_str();
+  ASSERT_EQ(owner.register_rights(key), 0u) << "the allocating thread starts with read-write";
+  ASSERT_EQ(pkey_free(key), 0) << errno_str();
+  EXPECT_EQ(owner.register_rights(key), static_cast<unsigned>(PKEY_DISABLE_ACCESS))
+      << "the thread that allocated key " << key << " kept rights on it after another thread freed it";
+}
+
 // --- 4. threads born inside a scope ------------------------------------
 //
 // A new thread starts with its creator's PKRU. Created inside a vkey's
