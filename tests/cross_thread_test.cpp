@@ -906,6 +906,7 @@ TEST(CrossThread, AProgramTakingTheSignalOverIsNoticed) {
 // --- 7. a thread that is gone ------------------------------------------
 
 TEST(CrossThread, SetThreadOnAJoinedThreadFailsWithEsrch) {
+  SKIP_WITHOUT_THREAD_REGISTRY();
   constexpr int kTries = 100;
   const int k = pkey_alloc(0, 0);
   ASSERT_GT(k, 0) << errno_str();
