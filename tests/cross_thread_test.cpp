@@ -45,64 +45,11 @@
 #include "pkeys/pkeys.hpp"
 #include "pkeys/pkru.h"
 #include "probe.hpp"
+#include "worker.hpp"
 
 using namespace pkeys_test;
 
 namespace {
-
-pid_t gettid_() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
-
-// A thread that runs jobs handed to it (as in thread_rights_test.cpp), so a
-// test can act inside a thread that existed before the key. Stopped and
-// joined when it leaves scope, however the test ends.
-class Worker {
- public:
-  Worker() : thread_([this] { loop(); }, [this] { run([&] { stop_ = true; }); }) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return tid_ != 0; });
-  }
-  pid_t tid() const { return tid_; }
-  void run(std::function<void()> job) {
-    std::unique_lock lock(mu_);
-    job_ = std::move(job);
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return !job_; });
-  }
-  int rights(int key) {
-    int r = -2;
-    run([&] { r = pkey_get(key); });
-    return r;
-  }
-  // Its rights on `key` from its own PKRU: also for a number that is not
-  // allocated (pkey_get refuses those). Hardware only.
-  unsigned register_rights(int key) {
-    unsigned r = 0;
-    run([&] { r = pkeys_pkru_rights(pkeys_rdpkru(), key); });
-    return r;
-  }
-
- private:
-  void loop() {
-    {
-      std::lock_guard lock(mu_);
-      tid_ = gettid_();
-      cv_.notify_all();
-    }
-    while (!stop_) {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return static_cast<bool>(job_); });
-      job_();
-      job_ = nullptr;
-      cv_.notify_all();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::function<void()> job_;
-  pid_t tid_ = 0;
-  bool stop_ = false;
-  ScopedThread thread_;  // last: constructed after, destroyed before the state it uses
-};
 
 // Per-thread rights in PKRU: what most tests here are about.
 bool pku_per_thread() { return per_thread_rights() && hardware_backend(); }
@@ -149,10 +96,11 @@ bool sleeps_in(pid_t tid, std::initializer_list<long> nrs) {
 // Real-time signals cannot be queued while this lives: the soft
 // RLIMIT_SIGPENDING is 0 (the hard limit is kept, so that an unprivileged
 // process can restore the soft one). tgkill of a real-time signal then
-// fails with EAGAIN.
+// fails with EAGAIN. The handshake's bound is short meanwhile: no thread
+// answers late, the only other one cannot be reached.
 class NoSignalQueue {
  public:
-  NoSignalQueue() {
+  NoSignalQueue() : timeout_("PKEYS_SYNC_TIMEOUT_MS", "100") {
     ok_ = ::getrlimit(RLIMIT_SIGPENDING, &old_) == 0;
     rlimit none = old_;
     none.rlim_cur = 0;
@@ -162,6 +110,11 @@ class NoSignalQueue {
   NoSignalQueue(const NoSignalQueue&) = delete;
   NoSignalQueue& operator=(const NoSignalQueue&) = delete;
   bool ok() const { return ok_; }
+  // Why the premise fails, for ASSERT_TRUE(full.ready()) << full.why_not().
+  bool ready() const { return ok_ && refuses(); }
+  std::string why_not() const {
+    return ok_ ? "a real-time signal was still queued" : "setrlimit(RLIMIT_SIGPENDING): " + errno_str();
+  }
   void restore() {
     if (ok_) ::setrlimit(RLIMIT_SIGPENDING, &old_);
     ok_ = false;
@@ -187,9 +140,19 @@ class NoSignalQueue {
   }
 
  private:
+  ScopedEnv timeout_;
   rlimit old_{};
   bool ok_ = false;
 };
+
+// A fresh key on which `holder` set read-write itself (the others have no
+// access): -1 when pkey_alloc failed, -2 when the holder did not get it.
+int key_read_write_in(Worker& holder) {
+  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
+  if (k < 0) return -1;
+  holder.run([&] { EXPECT_EQ(pkey_set(k, 0), 0) << errno_str(); });
+  return holder.rights(k) == 0 ? k : -2;
+}
 
 // Allocates keys until pkey_alloc fails; returns them. `err` gets the errno
 // of the failure (ENOSPC when the numbers ran out).
@@ -284,19 +247,14 @@ class TwoCpus {
 TEST(CrossThread, SetAllReportsAThreadItCouldNotSignalAsMissed) {
   SKIP_WITHOUT_PER_THREAD_RIGHTS();
   Worker holder;
-  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
-  ASSERT_GT(k, 0) << errno_str();
-  holder.run([&] { EXPECT_EQ(pkey_set(k, 0), 0) << errno_str(); });
-  ASSERT_EQ(holder.rights(k), 0) << "the holder set read-write itself";
+  const int k = key_read_write_in(holder);
+  ASSERT_GT(k, 0) << "a key the holder set read-write itself: " << k << ", " << errno_str();
   int r = 0, err = 0, missed_count = 0;
   pid_t missed[8] = {};
   unsigned holder_after = 0;
   {
-    // No thread here answers late: the only other one cannot be reached.
-    ScopedEnv timeout("PKEYS_SYNC_TIMEOUT_MS", "100");
     NoSignalQueue full;
-    ASSERT_TRUE(full.ok()) << "setrlimit(RLIMIT_SIGPENDING): " << errno_str();
-    ASSERT_TRUE(NoSignalQueue::refuses()) << "a real-time signal was still queued";
+    ASSERT_TRUE(full.ready()) << full.why_not();
     errno = 0;
     r = pkey_set_all(k, PKEY_DISABLE_ACCESS);
     err = errno;
@@ -321,18 +279,14 @@ TEST(CrossThread, SetAllReportsAThreadItCouldNotSignalAsMissed) {
 TEST(CrossThread, FreeKeepsANumberAThreadStillHoldsRightsOnOutOfCirculation) {
   SKIP_WITHOUT_PER_THREAD_RIGHTS();
   Worker holder;
-  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
-  ASSERT_GT(k, 0) << errno_str();
-  holder.run([&] { EXPECT_EQ(pkey_set(k, 0), 0) << errno_str(); });
-  ASSERT_EQ(holder.rights(k), 0) << "the holder set read-write itself";
+  const int k = key_read_write_in(holder);
+  ASSERT_GT(k, 0) << "a key the holder set read-write itself: " << k << ", " << errno_str();
   int free_result = 0, free_err = 0, alloc_err = 0;
   std::vector<int> got;
   unsigned holder_rights = 0;
   {
-    ScopedEnv timeout("PKEYS_SYNC_TIMEOUT_MS", "100");
     NoSignalQueue full;
-    ASSERT_TRUE(full.ok()) << "setrlimit(RLIMIT_SIGPENDING): " << errno_str();
-    ASSERT_TRUE(NoSignalQueue::refuses()) << "a real-time signal was still queued";
+    ASSERT_TRUE(full.ready()) << full.why_not();
     errno = 0;
     free_result = pkey_free(k);
     free_err = errno;
@@ -375,16 +329,13 @@ TEST(CrossThread, FreeKeepsANumberAThreadStillHoldsRightsOnOutOfCirculation) {
 TEST(CrossThread, SyncThreadsDoesNotCallAThreadThatMissedAChangeSynchronised) {
   SKIP_WITHOUT_PER_THREAD_RIGHTS();
   Worker holder;
-  const int k = pkey_alloc(0, PKEY_DISABLE_ACCESS);
-  ASSERT_GT(k, 0) << errno_str();
-  holder.run([&] { EXPECT_EQ(pkey_set(k, 0), 0) << errno_str(); });
+  const int k = key_read_write_in(holder);
+  ASSERT_GT(k, 0) << "a key the holder set read-write itself: " << k << ", " << errno_str();
   int sync_result = 0, sync_err = 0;
   unsigned holder_rights = 0;
   {
-    ScopedEnv timeout("PKEYS_SYNC_TIMEOUT_MS", "100");
     NoSignalQueue full;
-    ASSERT_TRUE(full.ok()) << "setrlimit(RLIMIT_SIGPENDING): " << errno_str();
-    ASSERT_TRUE(NoSignalQueue::refuses()) << "a real-time signal was still queued";
+    ASSERT_TRUE(full.ready()) << full.why_not();
     (void)pkey_set_all(k, PKEY_DISABLE_ACCESS);  // cannot reach the holder
     errno = 0;
     sync_result = pkeys_sync_threads();

@@ -24,62 +24,11 @@
 
 #include "pkeys/pkeys.h"
 #include "probe.hpp"
+#include "worker.hpp"
 
 using namespace pkeys_test;
 
 namespace {
-
-pid_t gettid_() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
-
-// A thread that runs jobs handed to it, so tests can look at rights from
-// inside a thread that existed before the key. Stopped and joined when it
-// leaves scope, however the test ends.
-class Worker {
- public:
-  Worker() : thread_([this] { loop(); }, [this] { run([&] { stop_ = true; }); }) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return tid_ != 0; });
-  }
-  pid_t tid() const { return tid_; }
-  void run(std::function<void()> job) {
-    std::unique_lock lock(mu_);
-    job_ = std::move(job);
-    cv_.notify_all();
-    cv_.wait(lock, [&] { return !job_; });
-  }
-  int rights(int key) {
-    int r = -2;
-    run([&] { r = pkey_get(key); });
-    return r;
-  }
-  bool can(void* p, Access a) {
-    bool ok = false;
-    run([&] { ok = !probe(p, a).faulted; });
-    return ok;
-  }
-
- private:
-  void loop() {
-    {
-      std::lock_guard lock(mu_);
-      tid_ = gettid_();
-      cv_.notify_all();
-    }
-    while (!stop_) {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return static_cast<bool>(job_); });
-      job_();
-      job_ = nullptr;
-      cv_.notify_all();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::function<void()> job_;
-  pid_t tid_ = 0;
-  bool stop_ = false;
-  ScopedThread thread_;  // last: constructed after, destroyed before the state it uses
-};
 
 struct TaggedPage {
   explicit TaggedPage(int key) : p(map_pages(1)) {
