@@ -74,7 +74,22 @@ std::uint32_t* thread_pkru_copy() noexcept { return &pkeys_thread_pkru; }
 
 using pkeys::arch::g_modules;
 using pkeys::arch::g_used;
+using pkeys::arch::kMaxModules;
 using pkeys::arch::Module;
+
+namespace {
+
+// A registered module's slot, among those ever used; under the spin lock.
+Module* registered_module(std::uintptr_t begin) noexcept {
+  const int used = g_used.load(std::memory_order_relaxed);
+  for (int i = 0; i < used; ++i)
+    if (g_modules[i].refs.load(std::memory_order_relaxed) > 0 &&
+        g_modules[i].begin.load(std::memory_order_relaxed) == begin)
+      return &g_modules[i];
+  return nullptr;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -82,33 +97,26 @@ __attribute__((visibility("default"))) void pkeys_pkru_register_switches(const v
   if (!begin || !end || end <= begin) return;
   const auto b = reinterpret_cast<std::uintptr_t>(begin);
   pkeys::arch::SpinGuard guard;
-  Module* empty = nullptr;
-  for (Module& m : g_modules) {
-    const int refs = m.refs.load(std::memory_order_relaxed);
-    if (refs > 0 && m.begin.load(std::memory_order_relaxed) == b) {
-      m.refs.store(refs + 1, std::memory_order_release);
-      return;
-    }
-    if (refs <= 0 && !empty) empty = &m;
+  if (Module* m = registered_module(b)) {
+    m->refs.fetch_add(1, std::memory_order_release);
+    return;
   }
-  if (!empty) return;  // more modules than slots: their switches are not restarted
-  empty->begin.store(b, std::memory_order_relaxed);
-  empty->end.store(reinterpret_cast<std::uintptr_t>(end), std::memory_order_relaxed);
-  empty->refs.store(1, std::memory_order_release);
-  const int index = static_cast<int>(empty - g_modules) + 1;
-  if (index > g_used.load(std::memory_order_relaxed)) g_used.store(index, std::memory_order_release);
+  // A slot given back, else the next never used.
+  const int used = g_used.load(std::memory_order_relaxed);
+  int slot = 0;
+  while (slot < used && g_modules[slot].refs.load(std::memory_order_relaxed) > 0) ++slot;
+  if (slot == kMaxModules) return;  // more modules than slots: their switches are not restarted
+  Module& m = g_modules[slot];
+  m.begin.store(b, std::memory_order_relaxed);
+  m.end.store(reinterpret_cast<std::uintptr_t>(end), std::memory_order_relaxed);
+  m.refs.store(1, std::memory_order_release);
+  if (slot == used) g_used.store(used + 1, std::memory_order_release);
 }
 
 __attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const void* begin) {
-  const auto b = reinterpret_cast<std::uintptr_t>(begin);
   pkeys::arch::SpinGuard guard;
-  for (Module& m : g_modules) {
-    const int refs = m.refs.load(std::memory_order_relaxed);
-    if (refs > 0 && m.begin.load(std::memory_order_relaxed) == b) {
-      m.refs.store(refs - 1, std::memory_order_release);
-      return;
-    }
-  }
+  if (Module* m = registered_module(reinterpret_cast<std::uintptr_t>(begin)))
+    m->refs.fetch_sub(1, std::memory_order_release);
 }
 
 }  // extern "C"
