@@ -119,6 +119,34 @@ clean_console() {  # clean_console RAW CONSOLE: removes RAW
   rm -f "$1"
 }
 
+# An initramfs tree with busybox-static, and, once the programs are in, its
+# /init and the archive the guest boots from.
+start_initramfs() {  # start_initramfs DIR
+  rm -rf "$1"
+  mkdir -p "$1"/{bin,proc,sys,dev,tmp,tests}
+  cp /bin/busybox "$1/bin/busybox"
+  if ldd "$1/bin/busybox" >/dev/null 2>&1; then
+    log "/bin/busybox is not statically linked: install busybox-static"; exit 1
+  fi
+}
+finish_initramfs() {  # finish_initramfs DIR ARCHIVE
+  cp "$root/scripts/pku-lane-init.sh" "$1/init"
+  chmod +x "$1/init"
+  (cd "$1" && find . | cpio -o -H newc --quiet | gzip -1) >"$2"
+}
+
+# What went wrong with a whole guest, if anything: it ran past the limit,
+# stopped before the end, or had no PKU (the lane would test nothing).
+guest_failure() {  # guest_failure CONSOLE QEMU_RC: prints the reason, or nothing
+  if [[ $2 -eq 124 || $2 -eq 137 ]]; then
+    echo "the guest did not finish within ${timeout_s}s"
+  elif ! grep -q '^PKU-LANE-DONE' "$1"; then
+    echo "the guest stopped before the end (qemu rc $2)"
+  elif ! grep -aq 'PKU-LANE-CPU: .*pku' "$1" || ! grep -aq 'PKU-LANE-CPU: .*ospke' "$1"; then
+    echo "the guest CPU lacks pku/ospke; the lane would not test the hardware backend"
+  fi
+}
+
 # --- the instruction-count mode -------------------------------------------------
 # A boot per kernel that runs only the benchmarks (init's PKEYS_LANE_MODE),
 # on one vCPU with -icount shift=0: one nanosecond of guest time per guest
@@ -128,12 +156,7 @@ clean_console() {  # clean_console RAW CONSOLE: removes RAW
 # and the library's work depends a little on them.
 if [[ $mode == icount ]]; then
   icount_dir=$build/initramfs-icount
-  rm -rf "$icount_dir"
-  mkdir -p "$icount_dir"/{bin,proc,sys,dev,tmp,tests}
-  cp /bin/busybox "$icount_dir/bin/busybox"
-  if ldd "$icount_dir/bin/busybox" >/dev/null 2>&1; then
-    log "/bin/busybox is not statically linked: install busybox-static"; exit 1
-  fi
+  start_initramfs "$icount_dir"
   for p in "${icount_programs[@]}"; do
     strip --strip-debug -o "$icount_dir/tests/$p" "$build/bench/$p"
   done
@@ -149,9 +172,7 @@ if [[ $mode == icount ]]; then
   cp -L "$interp" "$icount_dir$interp"
   ldd "$build/bench/pkeys_icount_plt" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
     while read -r lib; do cp -L "$lib" "$icount_dir/lib/x86_64-linux-gnu/"; done
-  cp "$root/scripts/pku-lane-init.sh" "$icount_dir/init"
-  chmod +x "$icount_dir/init"
-  (cd "$icount_dir" && find . | cpio -o -H newc --quiet | gzip -1) >"$build/initramfs-icount.cpio.gz"
+  finish_initramfs "$icount_dir" "$build/initramfs-icount.cpio.gz"
 
   qemu_flags=(-accel tcg -cpu max -smp 1 -icount 'shift=0,sleep=off')
   log "$(qemu-system-x86_64 --version | head -n1), ${qemu_flags[*]}, $(date -u '+%F %H:%M UTC')"
@@ -187,12 +208,9 @@ if [[ $mode == icount ]]; then
       rc=$(sed -n 's/.* rc=\([0-9]*\).*/\1/p' <<<"$result")
       [[ $rc == 0 ]] || failed="$failed ${result%% rc=*} (rc=$rc)"
     done < <(sed -n 's/^PKU-LANE-RESULT: //p' "$console")
-    if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
-      failed="$failed the guest did not finish within ${timeout_s}s"
-    elif ! grep -q '^PKU-LANE-DONE' "$console"; then
-      failed="$failed the guest stopped before the end (qemu rc $qemu_rc)"
-    elif ! grep -aq 'PKU-LANE-CPU: .*pku' "$console" || ! grep -aq 'PKU-LANE-CPU: .*ospke' "$console"; then
-      failed="$failed the guest CPU lacks pku/ospke"
+    guest=$(guest_failure "$console" "$qemu_rc")
+    if [[ -n $guest ]]; then
+      failed="$failed $guest"
     elif grep -aq '^ICOUNT [^ ]* error' "$figures"; then
       failed="$failed a row failed"
     fi
@@ -210,12 +228,7 @@ fi
 
 # --- the initramfs ---------------------------------------------------------
 initrd_dir=$build/initramfs
-rm -rf "$initrd_dir"
-mkdir -p "$initrd_dir"/{bin,proc,sys,dev,tmp,tests}
-cp /bin/busybox "$initrd_dir/bin/busybox"
-if ldd "$initrd_dir/bin/busybox" >/dev/null 2>&1; then
-  log "/bin/busybox is not statically linked: install busybox-static"; exit 1
-fi
+start_initramfs "$initrd_dir"
 for p in "${programs[@]}"; do
   src=$build/tests/$p
   [[ $p == pkeyctl ]] && src=$build/tools/pkeyctl/pkeyctl
@@ -223,9 +236,7 @@ for p in "${programs[@]}"; do
   strip --strip-debug -o "$initrd_dir/tests/$p" "$src"
   if ldd "$initrd_dir/tests/$p" >/dev/null 2>&1; then log "$p is not statically linked"; exit 1; fi
 done
-cp "$root/scripts/pku-lane-init.sh" "$initrd_dir/init"
-chmod +x "$initrd_dir/init"
-(cd "$initrd_dir" && find . | cpio -o -H newc --quiet | gzip -1) >"$build/initramfs.cpio.gz"
+finish_initramfs "$initrd_dir" "$build/initramfs.cpio.gz"
 
 # --- boot each kernel ---------------------------------------------------------
 # The lines between "PKU-LANE-RUN: NAME" and its result.
@@ -303,14 +314,8 @@ for kernel in "${kernels[@]}"; do
     fi
   done < <(sed -n 's/^PKU-LANE-RUN: //p' "$console")
 
-  verdict=""
-  if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
-    verdict="the guest did not finish within ${timeout_s}s"
-  elif ! grep -q '^PKU-LANE-DONE' "$console"; then
-    verdict="the guest stopped before the end (qemu rc $qemu_rc)"
-  elif ! grep -aq 'PKU-LANE-CPU: .*pku' "$console" || ! grep -aq 'PKU-LANE-CPU: .*ospke' "$console"; then
-    verdict="the guest CPU lacks pku/ospke; the lane would not test the hardware backend"
-  elif ((ran == 0 || ${#failed[@]} > 0 || passed != ran)); then
+  verdict=$(guest_failure "$console" "$qemu_rc")
+  if [[ -z $verdict ]] && ((ran == 0 || ${#failed[@]} > 0 || passed != ran)); then
     verdict="$passed of $ran test programs passed"
   fi
   skips=""
