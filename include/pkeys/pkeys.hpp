@@ -98,12 +98,15 @@ class key {
   }
 
   key(key&& other) noexcept
-      : id_(std::exchange(other.id_, -1)), hardware_(other.hardware_) {}
+      : id_(std::exchange(other.id_, -1)),
+        keep_(std::exchange(other.keep_, ~0u)),
+        access_bit_(std::exchange(other.access_bit_, 0u)) {}
   key& operator=(key&& other) noexcept {
     if (this != &other) {
       (void)release();
       id_ = std::exchange(other.id_, -1);
-      hardware_ = other.hardware_;
+      keep_ = std::exchange(other.keep_, ~0u);
+      access_bit_ = std::exchange(other.access_bit_, 0u);
     }
     return *this;
   }
@@ -120,20 +123,19 @@ class key {
   // Sets the calling thread's rights (process-wide on the emulation).
   // EINVAL once released or moved from.
   std::error_code set(rights r) const noexcept {
-    if (hardware_) {
-      // One compare: ids 1..15 pass, -1 (released) wraps around and fails.
-      if (static_cast<unsigned>(id_ - 1) >= 15u) [[unlikely]]
-        return std::make_error_code(std::errc::invalid_argument);
-      pkeys_pkru_set_rights(id_, r.bits());  // restartable (pkeys/pkru.h)
+    // One compare: a key held on the hardware switches inline (restartable,
+    // pkeys/pkru.h); released, moved from or emulated, pkey_set decides
+    // (EINVAL for id -1).
+    if (access_bit_ != 0) [[likely]] {
+      pkeys_pkru_update(keep_, r.bits() * access_bit_);
       return {};
     }
-    if (pkey_set(id_, r.bits()) != 0) return detail::errno_code();
-    return {};
+    return set_checked(r);
   }
 
   // The calling thread's rights.
   rights get() const noexcept {
-    if (hardware_) return *rights::from_bits(pkeys_pkru_rights(pkeys_rdpkru(), id_));
+    if (access_bit_ != 0) return *rights::from_bits(pkeys_pkru_rights(pkeys_rdpkru(), id_));
     const int bits = pkey_get(id_);
     return bits < 0 ? rights::no_access() : *rights::from_bits(static_cast<unsigned>(bits));
   }
@@ -150,24 +152,54 @@ class key {
     if (id_ <= 0) return {};
     if (pkey_free(id_) != 0) return detail::errno_code();
     id_ = -1;
+    keep_ = ~0u;
+    access_bit_ = 0;
     return {};
   }
 
  private:
-  key(int id, bool hardware) noexcept : id_(id), hardware_(hardware) {}
+  friend class scoped_rights;
+  [[gnu::noinline]] std::error_code set_checked(rights r) const noexcept {
+    if (pkey_set(id_, r.bits()) != 0) return detail::errno_code();
+    return {};
+  }
+  key(int id, bool hardware) noexcept : id_(id) {
+    if (hardware && id > 0 && id < 16) {  // PKRU holds keys 0..15
+      keep_ = ~(3u << PKEYS_PKRU_SHIFT(id));
+      access_bit_ = 1u << PKEYS_PKRU_SHIFT(id);
+    }
+  }
   int id_ = -1;
-  bool hardware_ = false;
+  // The inline switch's masks within PKRU: all but this key's bits, and
+  // its access-disable bit (rights r are r * access_bit_). ~0 and 0 when
+  // pkey_set must decide: emulated, released or moved from.
+  std::uint32_t keep_ = ~0u;
+  std::uint32_t access_bit_ = 0;
 };
 
 // Sets the calling thread's rights on a key for one scope and restores the
 // rights it had before on exit. Scopes nest.
 class scoped_rights {
  public:
-  scoped_rights(const key& k, rights r) noexcept : key_(k), previous_(k.get()) {
-    error_ = k.set(r);
+  scoped_rights(const key& k, rights r) noexcept : key_(k), keep_(k.keep_) {
+    if (k.access_bit_ != 0) [[likely]] {  // on the hardware: one inline switch
+      saved_bits_ = pkeys_pkru_exchange(keep_, r.bits() * k.access_bit_) & ~keep_;
+      return;
+    }
+    keep_ = 0;
+    const checked c = enter_checked(k, r);
+    saved_bits_ = c.previous;
+    error_ = c.error;
   }
   ~scoped_rights() {
-    if (!error_) (void)key_.set(previous_);
+    // The same key still held: a released or replaced key's keep_ differs
+    // (a freed number's rights are never written back), and keep_ is 0 off
+    // the inline path, which no key's is.
+    if (key_.keep_ == keep_) [[likely]] {
+      pkeys_pkru_update(keep_, saved_bits_);
+      return;
+    }
+    if (keep_ == 0 && !error_) leave_checked(key_, saved_bits_);
   }
   scoped_rights(const scoped_rights&) = delete;
   scoped_rights& operator=(const scoped_rights&) = delete;
@@ -176,8 +208,23 @@ class scoped_rights {
   std::error_code error() const noexcept { return error_; }
 
  private:
+  // Off the inline path: out of line, taking and returning values, so that
+  // `this` never escapes and the inline path keeps its fields in registers.
+  struct checked {
+    std::uint32_t previous;
+    std::error_code error;
+  };
+  [[gnu::noinline]] static checked enter_checked(const key& k, rights r) noexcept {
+    const std::uint32_t previous = k.get().bits();
+    return {previous, k.set(r)};
+  }
+  [[gnu::noinline]] static void leave_checked(const key& k, std::uint32_t previous) noexcept {
+    (void)k.set(*rights::from_bits(previous));
+  }
+
   const key& key_;
-  rights previous_;
+  std::uint32_t keep_;        // inline: the key's keep_ at entry; else 0
+  std::uint32_t saved_bits_;  // inline: the key's PKRU bits; else its rights
   std::error_code error_;
 };
 

@@ -89,37 +89,73 @@ __attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const
 
 /* PKRU := (PKRU & keep) | set, restartable, and the same change made to
  * the thread's copy (only the bits it sets: inside a signal handler the rest
- * of PKRU is the handler's, not the thread's). Always inlined: it is the hot
- * path, and its records belong to the function it lands in (the "?" in the
- * section flags puts them in that function's COMDAT group, so that a
- * discarded duplicate takes its records along). */
+ * of PKRU is the handler's, not the thread's). The copy is changed in place,
+ * two read-modify-writes through %fs: at its offset (read just before the
+ * block); a handler that interrupts the block restarts it, which makes a
+ * half-changed copy whole again. Always inlined: it is the hot path, and
+ * its records belong to the function it lands in (the "?" in the section
+ * flags puts them in that function's COMDAT group, so that a discarded
+ * duplicate takes its records along). SAVE runs right after the RDPKRU;
+ * SET ORs %[set] into eax and the copy, or is empty when nothing is set. */
+#define PKEYS_PKRU_SWITCH_ASM_(SAVE, SET)                                    \
+  "1: .byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */          \
+  SAVE                                                                      \
+  "andl %[keep], %%eax\n\t"                                                 \
+  "andl %[keep], %%fs:(%[copy])\n\t"                                        \
+  SET                                                                       \
+  "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */                               \
+  ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"                    \
+  ".balign 4\n\t"                                                           \
+  ".long 2b - .\n\t"                                                        \
+  ".popsection\n\t"                                                         \
+  ".pushsection pkeys_pkru_switches,\"a?\",@progbits\n\t"                   \
+  ".balign 4\n\t"                                                           \
+  ".long 1b - .\n\t"                                                        \
+  ".long 2b - 1b\n\t"                                                       \
+  ".popsection"
+#define PKEYS_PKRU_SET_ASM_ "orl %[set], %%eax\n\torl %[set], %%fs:(%[copy])\n\t"
+
+/* pkeys_thread_pkru's offset from the thread pointer (a constant). */
+__attribute__((always_inline)) static inline uint64_t pkeys_thread_pkru_offset_(void) {
+  uint64_t offset;
+  __asm__("movq pkeys_thread_pkru@gottpoff(%%rip), %0" : "=r"(offset));
+  return offset;
+}
+
 __attribute__((always_inline)) static inline void pkeys_pkru_update(uint32_t keep, uint32_t set) {
-  uint32_t *mirror = &pkeys_thread_pkru;
-  uint32_t eax, edx, copy;
-  __asm__ volatile(
-      "1: .byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
-      "andl %[keep], %%eax\n\t"
-      "orl %[set], %%eax\n\t"
-      "movl (%[mirror]), %[copy]\n\t"
-      "andl %[keep], %[copy]\n\t"
-      "orl %[set], %[copy]\n\t"
-      "movl %[copy], (%[mirror])\n\t"
-      "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
-      ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
-      ".balign 4\n\t"
-      ".long 2b - .\n\t"
-      ".popsection\n\t"
-      ".pushsection pkeys_pkru_switches,\"a?\",@progbits\n\t"
-      ".balign 4\n\t"
-      ".long 1b - .\n\t"
-      ".long 2b - 1b\n\t"
-      ".popsection"
-      : "=&a"(eax), "=&d"(edx), [copy] "=&r"(copy)
-      : "c"(0), [keep] "r"(keep), [set] "r"(set), [mirror] "r"(mirror)
-      : "memory");
+  uint32_t eax, edx;
+  if (__builtin_constant_p(set) && set == 0) {  /* read-write: nothing to OR in */
+    __asm__ volatile(PKEYS_PKRU_SWITCH_ASM_("", "")
+                     : "=&a"(eax), "=&d"(edx)
+                     : "c"(0), [keep] "r"(keep), [copy] "r"(pkeys_thread_pkru_offset_())
+                     : "memory");
+  } else {
+    __asm__ volatile(PKEYS_PKRU_SWITCH_ASM_("", PKEYS_PKRU_SET_ASM_)
+                     : "=&a"(eax), "=&d"(edx)
+                     : "c"(0), [keep] "r"(keep), [set] "r"(set), [copy] "r"(pkeys_thread_pkru_offset_())
+                     : "memory");
+  }
   (void)eax;
   (void)edx;
-  (void)copy;
+}
+
+/* The same, returning PKRU as it was before the switch (one move more). */
+__attribute__((always_inline)) static inline uint32_t pkeys_pkru_exchange(uint32_t keep, uint32_t set) {
+  uint32_t eax, edx, old;
+  if (__builtin_constant_p(set) && set == 0) {
+    __asm__ volatile(PKEYS_PKRU_SWITCH_ASM_("movl %%eax, %[old]\n\t", "")
+                     : "=&a"(eax), "=&d"(edx), [old] "=&r"(old)
+                     : "c"(0), [keep] "r"(keep), [copy] "r"(pkeys_thread_pkru_offset_())
+                     : "memory");
+  } else {
+    __asm__ volatile(PKEYS_PKRU_SWITCH_ASM_("movl %%eax, %[old]\n\t", PKEYS_PKRU_SET_ASM_)
+                     : "=&a"(eax), "=&d"(edx), [old] "=&r"(old)
+                     : "c"(0), [keep] "r"(keep), [set] "r"(set), [copy] "r"(pkeys_thread_pkru_offset_())
+                     : "memory");
+  }
+  (void)eax;
+  (void)edx;
+  return old;
 }
 
 /* The rights of `pkey` := `rights` (PKEY_DISABLE_*), restartable. */

@@ -71,6 +71,10 @@ class Backend {
 
   virtual int set_rights(int key, unsigned rights) noexcept = 0;
   virtual unsigned get_rights(int key) const noexcept = 0;
+  // True when set_rights and get_rights are exactly the inline
+  // register_set_rights and register_get_rights (register_rights.hpp), so
+  // that the C ABI may call those without the Backend.
+  virtual bool rights_in_register() const noexcept { return false; }
 
   // Sets `key`'s rights in thread `tid` of this process, or with
   // kAllThreads in every thread, the caller included; returns once they

@@ -9,6 +9,7 @@
 
 #include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
+#include "backend/register_rights.hpp"
 #include "backend/thread_registry.hpp"
 #include "backend/thread_signal.hpp"
 #include "pkeys/pkeys.h"
@@ -90,13 +91,11 @@ int X86PkuBackend::protect(std::uintptr_t addr, std::size_t len, int prot, int k
 }
 
 int X86PkuBackend::set_rights(int key, unsigned rights) noexcept {
-  pkeys_pkru_set_rights(key, rights);
+  register_set_rights(key, rights);
   return 0;
 }
 
-unsigned X86PkuBackend::get_rights(int key) const noexcept {
-  return pkeys_pkru_rights(pkeys_rdpkru(), key);
-}
+unsigned X86PkuBackend::get_rights(int key) const noexcept { return register_get_rights(key); }
 
 int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
                                  KeyCheck still_valid) noexcept {

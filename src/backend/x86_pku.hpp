@@ -35,6 +35,7 @@ class X86PkuBackend final : public Backend {
   int protect(std::uintptr_t addr, std::size_t len, int prot, int key) noexcept override;
   int set_rights(int key, unsigned rights) noexcept override;
   unsigned get_rights(int key) const noexcept override;
+  bool rights_in_register() const noexcept override { return true; }
   int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
                     KeyCheck still_valid) noexcept override;
   bool reclaim_keys() noexcept override;

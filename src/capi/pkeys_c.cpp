@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backend/register_rights.hpp"
 #include "capi/errno_result.hpp"
 #include "core/diagnostics.hpp"
+#include "core/key_table.hpp"
 #include "core/wx_policy.hpp"
 #include "core/runtime.hpp"
 
@@ -48,6 +50,14 @@ int call_vkeys(F&& f, int without = -EINVAL) noexcept {
   });
 }
 
+[[gnu::noinline, gnu::cold]] int checked_set(int pkey, unsigned rights) noexcept {
+  return call([&](Runtime& rt) { return rt.set(pkey, rights); });
+}
+
+[[gnu::noinline, gnu::cold]] int checked_get(int pkey) noexcept {
+  return call([&](Runtime& rt) { return rt.get(pkey); });
+}
+
 }  // namespace
 
 extern "C" {
@@ -67,12 +77,27 @@ int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
   });
 }
 
+// The hot path, as cheap as glibc's own: a key of the program's whose rights
+// are the thread's register (never on the emulation: the mask stays 0
+// there, and before the Runtime exists) is switched inline, after the same
+// checks as Runtime::set (an allocated key other than 0, valid rights).
+// Everything else, failures included, takes the checked path.
+// (The checked paths are out of line, so that the hot one saves no
+// registers.)
 int pkey_set(int pkey, unsigned int access_rights) __THROW {
-  return call([&](Runtime& rt) { return rt.set(pkey, access_rights); });
+  if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && pkeys::core::valid_rights(access_rights) &&
+      ((pkeys::core::g_key_table.register_keys() >> pkey) & 1u) != 0) [[likely]] {
+    pkeys::backend::register_set_rights(pkey, access_rights);
+    return 0;
+  }
+  return checked_set(pkey, access_rights);
 }
 
 int pkey_get(int pkey) __THROW {
-  return call([&](Runtime& rt) { return rt.get(pkey); });
+  if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && ((pkeys::core::g_key_table.register_keys() >> pkey) & 1u) != 0)
+      [[likely]]
+    return static_cast<int>(pkeys::backend::register_get_rights(pkey));
+  return checked_get(pkey);
 }
 
 int pkey_query(int pkey) __THROW {

@@ -33,12 +33,15 @@ int KeyTable::acquire_locked(backend::Backend& backend, KeyDonor& donor, unsigne
 void KeyTable::publish_locked(int key) noexcept {
   labels_[key][0] = 0;
   allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
+  if (register_rights_ && key > 0 && key < 32)
+    register_keys_.fetch_or(std::uint32_t{1} << key, std::memory_order_acq_rel);
 }
 
 int KeyTable::unpublish_locked(AddressSpace& space, int key) {
   if (!is_allocated(key)) return -EINVAL;  // lost a race with another free
   if (space.key_in_use_locked(key)) return -EBUSY;
   space.forget_locked(Tag::key(key));  // may throw, before the key changes
+  if (key < 32) register_keys_.fetch_and(~(std::uint32_t{1} << key), std::memory_order_acq_rel);
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
   return 0;

@@ -50,6 +50,12 @@ class KeyTable {
   // Whether rights live in a per-thread register, changed without a lock.
   bool per_thread_rights() const noexcept { return per_thread_rights_.load(std::memory_order_relaxed); }
   void set_per_thread_rights(bool on) noexcept { per_thread_rights_.store(on, std::memory_order_relaxed); }
+  // Bit k: key k (1..31) is the program's and its rights are the calling
+  // thread's rights register, switched inline with no lock (the C ABI's
+  // hot path: backend/register_rights.hpp). Always 0 unless the backend
+  // keeps rights in such a register (set_register_rights).
+  std::uint32_t register_keys() const noexcept { return register_keys_.load(std::memory_order_acquire); }
+  void set_register_rights(bool on) noexcept { register_rights_ = on; }
 
   // --- under the address space's lock -----------------------------------
   // Allocating is two steps, so that giving every thread the rights
@@ -77,11 +83,14 @@ class KeyTable {
 
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
   std::atomic<bool> per_thread_rights_{false};
+  std::atomic<std::uint32_t> register_keys_{0};
+  bool register_rights_ = false;  // set once, before any key is published
   char labels_[kKeyLimit][kLabelSize] = {};
   int execute_only_key_ = -1;
 };
 
 // The process's table: constant-initialised, never destroyed.
-extern constinit KeyTable g_key_table;
+// Hidden: the C ABI's hot path reads it directly, not through the GOT.
+extern constinit KeyTable g_key_table [[gnu::visibility("hidden")]];
 
 }  // namespace pkeys::core
