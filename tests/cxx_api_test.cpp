@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <vector>
 #include <type_traits>
 
 #include "pkeys/pkeys.hpp"
@@ -38,6 +39,60 @@ TEST(CxxKey, AllocatesMovesAndFreesInDestructor) {
     EXPECT_EQ(pkey_query(id), PKEY_DISABLE_WRITE);
   }
   EXPECT_EQ(pkey_query(id), -1) << "destructor freed the key";
+}
+
+// Every key the process can still get, access-disabled: whatever a bad
+// switch touches belongs to one of them.
+std::vector<pkeys::key> all_other_keys() {
+  std::vector<pkeys::key> keys;
+  while (auto k = pkeys::key::allocate(pkeys::rights::no_access())) keys.push_back(std::move(*k));
+  return keys;
+}
+
+void expect_all_no_access(const std::vector<pkeys::key>& keys) {
+  for (const auto& k : keys) EXPECT_EQ(pkey_get(k.id()), PKEY_DISABLE_ACCESS) << "key " << k.id();
+}
+
+TEST(CxxKey, SetOnAReleasedOrMovedFromKeyFailsAndTouchesNoOtherKey) {
+  auto released = pkeys::key::allocate(pkeys::rights::no_access());
+  auto source = pkeys::key::allocate(pkeys::rights::no_access());
+  ASSERT_TRUE(released && source);
+  ASSERT_FALSE(released->release());
+  pkeys::key target = std::move(*source);
+  const auto others = all_other_keys();  // the freed number among them
+  for (const pkeys::key* k : {&*released, &*source}) {
+    EXPECT_EQ(k->set(pkeys::rights::read_write()), std::errc::invalid_argument);
+    EXPECT_EQ(k->get(), pkeys::rights::no_access());
+  }
+  expect_all_no_access(others);
+  EXPECT_EQ(pkey_get(target.id()), PKEY_DISABLE_ACCESS);
+}
+
+TEST(CxxScopedRights, NeverRestoresOntoAKeyReleasedOrReplacedInTheScope) {
+  auto held = pkeys::key::allocate(pkeys::rights::read_only());
+  auto replacement = pkeys::key::allocate(pkeys::rights::read_write());
+  ASSERT_TRUE(held && replacement);
+  const int replacement_id = replacement->id();
+  {
+    pkeys::scoped_rights closed(*held, pkeys::rights::no_access());
+    ASSERT_FALSE(closed.error());
+    *held = std::move(*replacement);  // frees the scope's key
+  }
+  EXPECT_EQ(held->id(), replacement_id);
+  EXPECT_EQ(held->get(), pkeys::rights::read_write()) << "the scope's rights went onto another key";
+
+  auto released = pkeys::key::allocate(pkeys::rights::read_only());
+  ASSERT_TRUE(released);
+  const int number = released->id();
+  std::vector<pkeys::key> others;
+  {
+    pkeys::scoped_rights open(*released, pkeys::rights::read_write());
+    ASSERT_FALSE(open.error());
+    ASSERT_FALSE(released->release());
+    others = all_other_keys();  // the freed number among them, access-disabled
+  }
+  EXPECT_EQ(pkey_get(number), PKEY_DISABLE_ACCESS) << "rights written back onto a freed number";
+  expect_all_no_access(others);
 }
 
 TEST(CxxKey, ExhaustionIsAnErrorCode) {

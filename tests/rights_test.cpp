@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <climits>
 
 #include "pkeys/pkeys.h"
 #include "probe.hpp"
@@ -28,6 +29,26 @@ TEST(SetGet, RejectBadKeysAndRights) {
   EXPECT_ERRNO(EINVAL, pkey_set(k, 4));
   EXPECT_EQ(pkey_get(k), 0) << "a refused set changes nothing";
   EXPECT_EQ(pkey_free(k), 0);
+}
+
+// The register fast path (x86-pku) checks as the rest does: a freed key,
+// numbers past the register's 16 that alias a held key's bits, and errno
+// kept on success.
+TEST(SetGet, FreedAndAliasingNumbersFailAndErrnoIsKept) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  errno = 4242;
+  EXPECT_EQ(pkey_set(k, PKEY_DISABLE_WRITE), 0);
+  EXPECT_EQ(pkey_get(k), PKEY_DISABLE_WRITE);
+  EXPECT_EQ(errno, 4242) << "a successful call leaves errno alone";
+  for (int alias : {k + 16, k + 32, k + 64, k - 32, k - 64, k | INT_MIN}) {
+    EXPECT_ERRNO(EINVAL, pkey_set(alias, 0)) << alias;
+    EXPECT_ERRNO(EINVAL, pkey_get(alias)) << alias;
+  }
+  EXPECT_EQ(pkey_get(k), PKEY_DISABLE_WRITE) << "a refused set changes nothing";
+  ASSERT_EQ(pkey_free(k), 0);
+  EXPECT_ERRNO(EINVAL, pkey_set(k, 0));
+  EXPECT_ERRNO(EINVAL, pkey_get(k));
 }
 
 TEST(SetGet, KeyZeroIsReadableButNotRestrictable) {

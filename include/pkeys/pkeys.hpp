@@ -187,19 +187,20 @@ class scoped_rights {
       return;
     }
     keep_ = 0;
+    id_ = k.id();
     const checked c = enter_checked(k, r);
     saved_bits_ = c.previous;
     error_ = c.error;
   }
   ~scoped_rights() {
-    // The same key still held: a released or replaced key's keep_ differs
-    // (a freed number's rights are never written back), and keep_ is 0 off
-    // the inline path, which no key's is.
+    // Only onto the key held at entry: a released or replaced key's keep_
+    // (id, off the inline path) differs, and a freed number's rights are
+    // never written back. keep_ is 0 off the inline path, which no key's is.
     if (key_.keep_ == keep_) [[likely]] {
       pkeys_pkru_update(keep_, saved_bits_);
       return;
     }
-    if (keep_ == 0 && !error_) leave_checked(key_, saved_bits_);
+    if (keep_ == 0 && !error_ && key_.id() == id_) leave_checked(key_, saved_bits_);
   }
   scoped_rights(const scoped_rights&) = delete;
   scoped_rights& operator=(const scoped_rights&) = delete;
@@ -225,6 +226,7 @@ class scoped_rights {
   const key& key_;
   std::uint32_t keep_;        // inline: the key's keep_ at entry; else 0
   std::uint32_t saved_bits_;  // inline: the key's PKRU bits; else its rights
+  int id_ = -1;               // off the inline path: the key at entry
   std::error_code error_;
 };
 
