@@ -42,6 +42,8 @@ void AddressSpace::unlock() noexcept {
   t_holds_lock = false;
 }
 
+bool AddressSpace::held_by_this_thread() noexcept { return t_holds_lock; }
+
 bool AddressSpace::lock_from_signal_handler() noexcept {
   if (t_holds_lock) return false;  // the interrupted code holds it
   for (long spins = 0; !mu_.try_lock(); ++spins) {

@@ -49,6 +49,10 @@ class AddressSpace final : public backend::PageProtections {
   // (the interrupted code does), else after a bounded wait for another
   // thread to release it.
   bool lock_from_signal_handler() noexcept;
+  // Whether the calling thread holds (or is taking) the lock: an
+  // interposed call from inside pkeys (the program's malloc calling mmap
+  // while pkeys allocates under the lock) must not take it again.
+  static bool held_by_this_thread() noexcept;
 
   // Whether any range is tagged; lets the mmap family skip all bookkeeping.
   // Constant-initialised: readable before anything is constructed.
