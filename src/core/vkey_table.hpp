@@ -44,8 +44,9 @@ class VKeyTable {
   VKeyRecord* find(int vkey) const noexcept;
   // Under the lock: a new vkey with base `rights`, or -ENOSPC.
   int create_locked(unsigned rights);
-  // Under the lock: `vkey`'s id is free again.
-  void destroy_locked(int vkey, VKeyRecord& v);
+  // Under the lock: `vkey`'s id is free again; -EBUSY (nothing changed)
+  // when a thread pinned it, lock-free, since the caller looked.
+  int destroy_locked(int vkey, VKeyRecord& v);
   std::uint64_t live_locked() const noexcept { return live_; }
 
  private:

@@ -41,7 +41,8 @@ int VKeys::destroy(int vkey) {
   if (v->pinned() || !v->opens.empty()) return -EBUSY;
   if (space_.tag_in_use_locked(Tag::vkey(vkey))) return -EBUSY;
   const int slot = v->slot();
-  table_.destroy_locked(vkey, *v);  // may throw, before any change: then the slot stays the vkey's
+  // May throw, before any change: then the slot stays the vkey's.
+  if (int r = table_.destroy_locked(vkey, *v); r < 0) return r;
   if (cache_ && slot >= 0) cache_->drop_locked(slot);
   return 0;
 }
