@@ -233,3 +233,90 @@ TEST(VKeys, CxxScope) {
   ASSERT_EQ(::munmap(p, page_size()), 0) << errno_str();
   EXPECT_FALSE(v->destroy());
 }
+
+namespace {
+
+// Sets the cache limit for a test and puts the old one back.
+class CacheLimit {
+ public:
+  explicit CacheLimit(int n) : old_(static_cast<int>(stats().capacity)) {
+    EXPECT_EQ(pkeys_vkey_set_cache_limit(n), 0) << errno_str();
+  }
+  ~CacheLimit() { EXPECT_EQ(pkeys_vkey_set_cache_limit(old_), 0) << errno_str(); }
+
+ private:
+  int old_;
+};
+
+// Every key pkey_alloc hands out now; the caller frees them.
+std::vector<int> alloc_every_key() {
+  std::vector<int> keys;
+  for (int k; (k = pkey_alloc(0, 0)) > 0;) keys.push_back(k);
+  return keys;
+}
+
+void free_keys(const std::vector<int>& keys) {
+  for (int k : keys) EXPECT_EQ(pkey_free(k), 0) << k << ": " << errno_str();
+}
+
+}  // namespace
+
+TEST(VKeys, PkeyAllocGetsEveryIdleCacheKey) {
+  REQUIRE_CACHE();
+  constexpr int kCache = 8;
+  int program_keys;
+  {
+    CacheLimit empty(0);
+    const std::vector<int> keys = alloc_every_key();
+    program_keys = static_cast<int>(keys.size());
+    free_keys(keys);
+  }
+  ASSERT_GE(program_keys, kCache) << "too few hardware keys for this test";
+  CacheLimit limit(kCache);
+  std::vector<std::unique_ptr<VKeyPage>> pages;
+  for (int i = 0; i < kCache; ++i) {
+    pages.push_back(std::make_unique<VKeyPage>());
+    ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
+  }
+  ASSERT_EQ(stats().hardware_keys, static_cast<unsigned>(kCache));
+  // The vkey cached last: the cache's last slot stays pinned.
+  ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+  const std::vector<int> keys = alloc_every_key();
+  EXPECT_EQ(static_cast<int>(keys.size()), program_keys - 1) << "every cached key but the open vkey's";
+  EXPECT_EQ(stats().hardware_keys, 1u);
+  EXPECT_TRUE(can_write(pages.back()->p)) << "the open vkey keeps its key";
+  for (int i = 0; i + 1 < kCache; ++i) EXPECT_FALSE(can_read(pages[i]->p)) << i << ": evicted, still enforced";
+  free_keys(keys);
+  ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
+}
+
+TEST(VKeys, CacheLimitRefusedWithEbusyChangesNothing) {
+  REQUIRE_CACHE();
+  constexpr int kCache = 8, kOpen = 3;
+  { CacheLimit empty(0); }  // fresh slots, filled in order
+  CacheLimit limit(kCache);
+  std::vector<std::unique_ptr<VKeyPage>> pages;
+  for (int i = 0; i < kCache; ++i) {
+    pages.push_back(std::make_unique<VKeyPage>());
+    ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
+  }
+  // The first slots open: a cache that gave keys back from the end would
+  // give back five before it found out.
+  for (int i = 0; i < kOpen; ++i) ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, 0), 0) << errno_str();
+  const pkeys_vkey_stats before = stats();
+  ASSERT_EQ(before.hardware_keys, static_cast<unsigned>(kCache));
+  EXPECT_ERRNO(EBUSY, pkeys_vkey_set_cache_limit(kOpen - 1)) << "an open vkey would lose its key";
+  const pkeys_vkey_stats after = stats();
+  EXPECT_EQ(after.hardware_keys, before.hardware_keys) << "keys given back by a failed call";
+  EXPECT_EQ(after.cached, before.cached);
+  EXPECT_EQ(after.capacity, before.capacity);
+  EXPECT_EQ(after.evictions, before.evictions);
+  EXPECT_EQ(pkeys_vkey_set_cache_limit(kOpen), 0) << "every idle key can go";
+  EXPECT_EQ(stats().hardware_keys, static_cast<unsigned>(kOpen));
+  for (int i = 0; i < kOpen; ++i) {
+    EXPECT_TRUE(can_write(pages[i]->p)) << i;
+    ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0) << errno_str();
+  }
+}

@@ -62,8 +62,9 @@ class VKeyCache {
   int evict_locked(int slot);
   // The vkey in `slot` was destroyed: the slot is free.
   void drop_locked(int slot) noexcept { slots_[static_cast<std::size_t>(slot)].vkey = 0; }
-  // Gives a cached hardware key back to the backend (the last slot,
-  // evicted first). False when the cache holds none or it is pinned.
+  // Gives a cached hardware key back to the backend: a free slot's, else
+  // the least recently used idle vkey's (evicted first). False when every
+  // key the cache holds is pinned, or it holds none.
   bool give_back_key_locked();
   int vkey_of_hardware_key_locked(int hw_key) const noexcept;
   void stats_locked(VKeyStats& st) const noexcept;
@@ -75,11 +76,21 @@ class VKeyCache {
 
  private:
   struct Slot {
-    int hw_key = -1;
+    int hw_key = -1;    // -1: holds no key (given back)
     int vkey = 0;       // 0: free
     int baseline = -1;  // rights every thread outside begin holds; -1 unknown
   };
   int evict_lru_locked();  // the freed slot, or -errno
+  // Stops new pins on the vkey in `slot` (kBusy): false when it is pinned.
+  bool claim_locked(int slot) noexcept;
+  // Evicts the claimed vkey in `slot`.
+  void evict_claimed_locked(int slot) noexcept;
+  // Claims `n` slots no thread can pin: free ones first, then the least
+  // recently used idle vkeys'. All or none: false (nothing changed) when
+  // fewer are idle. Their indices go to `out`.
+  bool claim_idle_locked(int n, int* out) noexcept;
+  // Gives the key of a free or claimed slot back to the backend.
+  void release_slot_locked(int slot) noexcept;
   int load_locked(int vkey, VKeyRecord& v, int slot);
   // Each thread counts its hits in one shard, so begin stays free of shared
   // read-modify-writes.
@@ -93,7 +104,8 @@ class VKeyCache {
   AddressSpace& space_;
   const VKeyTable& table_;
   std::array<Slot, 16> slots_{};  // guarded by the lock; hw_key read lock-free once pinned
-  int slot_count_ = 0;
+  int slot_count_ = 0;  // slots ever used, holes (no key) included
+  int held_ = 0;        // hardware keys held
   int capacity_;
   std::atomic<std::uint64_t> hw_mask_{0};
   struct alignas(64) Counter {
