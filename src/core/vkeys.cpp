@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "core/vkeys.hpp"
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <mutex>
 
@@ -18,14 +20,50 @@ struct OpenVKey {
 };
 struct OpenStack {
   int n = 0;
+  // kMaxNesting once the thread is set to close its vkeys when it exits;
+  // 0 before, so that one compare in begin covers both.
+  int limit = 0;
   OpenVKey entries[VKeys::kMaxNesting];
 };
+// Trivially destructible: still there when the exit hook below runs.
 thread_local OpenStack t_open;
+
+// A thread that exits with vkeys open closes them, or they would stay
+// pinned (cache) or in force (emulation) for good. A thread-specific-data
+// destructor, not a thread_local one: those run after every thread_local
+// destructor (which may still end a vkey), and it asks for one more round
+// to run after the program's own keys' destructors too.
+pthread_key_t g_exit_key;
+bool g_have_exit_key = false;
+VKeys* g_vkeys = nullptr;  // the process's, never destroyed
+
+void close_at_thread_exit(void* round) noexcept {
+  if (round == reinterpret_cast<void*>(1)) {
+    ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(2));
+    return;
+  }
+  OpenStack& open = t_open;
+  try {
+    while (open.n > 0) g_vkeys->end(open.entries[open.n - 1].vkey);
+  } catch (...) {  // the lock failed: nothing better to do as the thread dies
+  }
+  open.limit = 0;  // a begin from a later destructor sets this up again
+}
 
 }  // namespace
 
+int VKeys::first_begin_in_thread() noexcept {
+  OpenStack& open = t_open;
+  if (open.limit != 0) return -EMFILE;  // set up: the stack is full
+  if (g_have_exit_key && ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(1)) != 0) return -ENOMEM;
+  open.limit = kMaxNesting;
+  return 0;
+}
+
 VKeys::VKeys(backend::Backend& backend, AddressSpace& space) : backend_(backend), space_(space), emulation_(space) {
   if (backend.capabilities() & backend::kPerThreadRights) cache_.emplace(backend, space, table_);
+  g_vkeys = this;
+  g_have_exit_key = ::pthread_key_create(&g_exit_key, close_at_thread_exit) == 0;
 }
 
 int VKeys::create(unsigned rights) {
@@ -65,7 +103,8 @@ int VKeys::begin(int vkey, unsigned rights) {
   VKeyRecord* v = table_.find(vkey);
   if (!v) return -EINVAL;
   OpenStack& open = t_open;
-  if (open.n == kMaxNesting) return -EMFILE;
+  if (open.n >= open.limit)
+    if (int r = first_begin_in_thread(); r < 0) return r;
   if (!cache_) {
     std::lock_guard lock(space_);
     if (!table_.find(vkey)) return -EINVAL;

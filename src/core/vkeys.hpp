@@ -70,6 +70,10 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   }
 
  private:
+  // The calling thread's first begin: its open vkeys will be closed when it
+  // exits. -EMFILE when it is set up already (its stack is full).
+  static int first_begin_in_thread() noexcept;
+
   backend::Backend& backend_;
   AddressSpace& space_;
   VKeyTable table_;
