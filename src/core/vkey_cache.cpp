@@ -6,7 +6,6 @@
 #include <mutex>
 #include <tuple>
 
-#include "arch/arch.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
@@ -26,13 +25,14 @@ int default_capacity(int max_keys) {
 VKeyCache::VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept
     : backend_(backend), space_(space), table_(table), capacity_(default_capacity(backend.max_keys())) {}
 
-std::atomic<std::size_t> VKeyCache::next_shard_{0};
-
-int VKeyCache::pin(int vkey, VKeyRecord& v, int* slot_out) {
+int VKeyCache::pin(int vkey, VKeyRecord& v, int* hw_key) {
   std::lock_guard lock(space_);
   for (;;) {
     if (!table_.find(vkey)) return -EINVAL;
-    if (try_pin(v, slot_out)) return 0;  // loaded by another thread meanwhile
+    if (try_pin(v, hw_key)) {  // loaded by another thread meanwhile
+      hits_[0].n.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
     int slot = -1;
     for (int i = 0; i < slot_count_ && slot < 0; ++i)
       if (slots_[static_cast<std::size_t>(i)].hw_key >= 0 && slots_[static_cast<std::size_t>(i)].vkey == 0) slot = i;
@@ -58,7 +58,8 @@ int VKeyCache::pin(int vkey, VKeyRecord& v, int* slot_out) {
     }
     if (int r = load_locked(vkey, v, slot); r < 0) return r;
     misses_.fetch_add(1, std::memory_order_relaxed);
-    *slot_out = slot;
+    clock_.fetch_add(1, std::memory_order_relaxed);
+    *hw_key = slots_[static_cast<std::size_t>(slot)].hw_key;
     return 0;
   }
 }
@@ -178,7 +179,8 @@ int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
     return error;
   }
   sl.vkey = vkey;
-  v.state.store(VKeyRecord::kLive | (static_cast<std::uint64_t>(slot + 1) << VKeyRecord::kSlotShift) | 1,
+  v.state.store(VKeyRecord::kLive | (static_cast<std::uint64_t>(slot + 1) << VKeyRecord::kSlotShift) |
+                    (static_cast<std::uint64_t>(sl.hw_key) << VKeyRecord::kHwKeyShift) | 1,
                 std::memory_order_release);
   return 0;
 }

@@ -6,11 +6,8 @@
 namespace pkeys::core {
 
 VKeyRecord* VKeyTable::find(int vkey) const noexcept {
-  if (vkey <= 0 || vkey >= kMaxVKeys) return nullptr;
-  VKeyRecord* chunk = chunks_[static_cast<std::size_t>(vkey / kChunk)].load(std::memory_order_acquire);
-  if (!chunk) return nullptr;
-  VKeyRecord* v = &chunk[vkey % kChunk];
-  return (v->state.load(std::memory_order_acquire) & VKeyRecord::kLive) ? v : nullptr;
+  VKeyRecord* v = record_of(vkey);
+  return v && (v->state.load(std::memory_order_acquire) & VKeyRecord::kLive) ? v : nullptr;
 }
 
 VKeyRecord& VKeyTable::record_for_new(int vkey) {
