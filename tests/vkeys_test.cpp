@@ -329,7 +329,7 @@ struct EndAtThreadExit {
   int vkey = 0;
   int* result = nullptr;
   ~EndAtThreadExit() {
-    if (vkey > 0) *result = pkeys_vkey_end(vkey);
+    if (vkey > 0) *result = pkeys_vkey_end(vkey) == 0 ? 0 : errno;
   }
 };
 thread_local EndAtThreadExit t_end_at_exit;
@@ -337,23 +337,35 @@ thread_local EndAtThreadExit t_end_at_exit;
 }  // namespace
 
 TEST(VKeys, AThreadThatExitsClosesItsOpenVKeys) {
-  VKeyPage a, b, c;
-  int begins = 0, end_in_destructor = -2;
+  VKeyPage a, b;
+  int begins = 0;
   {
     pkeys_test::ScopedThread t([&] {
       begins += pkeys_vkey_begin(a.v, 0) == 0;
       begins += pkeys_vkey_begin(b.v, PKEY_DISABLE_WRITE) == 0;
       begins += pkeys_vkey_begin(a.v, PKEY_DISABLE_WRITE) == 0;
-      begins += pkeys_vkey_begin(c.v, 0) == 0;
-      t_end_at_exit = EndAtThreadExit{c.v, &end_in_destructor};
     });
   }
-  ASSERT_EQ(begins, 4) << "the thread's begins";
-  EXPECT_EQ(end_in_destructor, 0) << "a thread_local destructor could still end its vkey";
+  ASSERT_EQ(begins, 3) << "the thread's begins";
   EXPECT_EQ(stats().pinned, 0u);
-  for (const VKeyPage* page : {&a, &b, &c}) {
+  for (const VKeyPage* page : {&a, &b}) {
     EXPECT_FALSE(can_read(page->p)) << page->v << ": back to its process-wide rights";
     EXPECT_EQ(pkeys_vkey_set(page->v, PKEY_DISABLE_ACCESS), 0) << page->v << ": " << errno_str();
   }
   // ~VKeyPage: destroy succeeds.
+}
+
+TEST(VKeys, AThreadLocalDestructorCanStillEndItsVKey) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "under AddressSanitizer the thread's thread_local destructors run after pkeys' exit hook";
+#endif
+  VKeyPage c;
+  int end_in_destructor = -2;
+  {
+    pkeys_test::ScopedThread t([&] {
+      if (pkeys_vkey_begin(c.v, 0) == 0) t_end_at_exit = EndAtThreadExit{c.v, &end_in_destructor};
+    });
+  }
+  EXPECT_EQ(end_in_destructor, 0) << "thread_local destructors run before pkeys closes what is left open";
+  EXPECT_EQ(stats().pinned, 0u);
 }
