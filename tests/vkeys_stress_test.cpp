@@ -167,3 +167,87 @@ TEST(VKeysStress, TwelveThreadsThousandDomains) {
   ASSERT_EQ(::munmap(base, kDomains * page), 0) << pkeys_test::errno_str();
   for (int id : ids) EXPECT_EQ(pkeys_vkey_destroy(id), 0) << id << ": " << pkeys_test::errno_str();
 }
+
+// One thread opens and closes a vkey without a pause, holding it open a
+// while each time, while another destroys it and creates a new one (which
+// reuses the id). A begin that pins the vkey as it is destroyed must either
+// lose (EINVAL) or make the destroy fail (EBUSY); it must never leave the
+// vkey that reuses the id dead but counted, or pinned by nobody.
+TEST(VKeysStress, DestroyRacingBeginLeavesEveryVKeyConsistent) {
+  constexpr long kDestroys = 2000;
+  constexpr unsigned kBase = PKEY_DISABLE_WRITE;
+  pkeys_vkey_stats before{};
+  ASSERT_EQ(pkeys_vkey_get_stats(&before), 0) << pkeys_test::errno_str();
+  std::atomic<int> id{pkeys_vkey_create(kBase)};
+  ASSERT_GT(id.load(), 0) << pkeys_test::errno_str();
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> opened{0}, failed_ends{0}, odd_begins{0};
+  std::atomic<int> odd_begin_errno{0};
+  std::atomic<unsigned> sink{0};
+  std::atomic<long> generation{0}, opened_generation{-1};  // the vkey now in `id`, and the last opened
+  std::atomic<long> failures_in_a_row{0};
+  long destroyed = 0, odd_destroys = 0;
+  int odd_destroy_errno = 0;
+  {
+    // Held open long enough that a destroy and a create can happen in
+    // between (then a lost pin's end lands on the new vkey); closed for
+    // varying short whiles, so that a destroy that finds the vkey closed
+    // races the next begin at every point of its way.
+    pkeys_test::ScopedThread opener(
+        [&] {
+          for (unsigned n = 0; !stop.load(std::memory_order_relaxed); ++n) {
+            const long gen = generation.load();  // then the id: that generation's or later
+            const int v = id.load();
+            if (pkeys_vkey_begin(v, 0) == 0) {
+              ++opened;
+              failures_in_a_row = 0;
+              opened_generation = gen;
+              for (int i = 0; i < 200; ++i) sink.fetch_add(1, std::memory_order_relaxed);
+              if (pkeys_vkey_end(v) != 0) ++failed_ends;
+              for (unsigned i = 0; i < (n % 16) * 8; ++i) sink.fetch_add(1, std::memory_order_relaxed);
+            } else if (errno != EINVAL) {  // EINVAL: destroyed meanwhile
+              odd_begin_errno = errno;
+              ++odd_begins;
+            } else {
+              ++failures_in_a_row;
+            }
+          }
+        },
+        [&] { stop = true; });
+    // Each vkey is destroyed once the opener has it cached (it opened it),
+    // so that its next begins pin it without the lock; or once its begins
+    // keep failing (a corrupted vkey). The first unexpected failure ends it.
+    while (destroyed < kDestroys) {
+      while (opened_generation.load() != generation.load() && failures_in_a_row.load() < 1000)
+        std::this_thread::yield();
+      if (pkeys_vkey_destroy(id) == 0) {
+        ++destroyed;
+        const int fresh = pkeys_vkey_create(kBase);
+        if (fresh <= 0) break;  // checked below: the id must be live
+        id = fresh;
+        ++generation;
+      } else if (errno != EBUSY) {
+        odd_destroy_errno = errno;
+        ++odd_destroys;
+        break;
+      }
+    }
+  }
+  std::printf("destroyed %ld, opened %ld\n", destroyed, opened.load());
+  errno = odd_destroy_errno;
+  EXPECT_EQ(odd_destroys, 0) << "destroy of a live vkey failed with " << pkeys_test::errno_str();
+  errno = odd_begin_errno;
+  EXPECT_EQ(odd_begins.load(), 0) << pkeys_test::errno_str();
+  EXPECT_EQ(failed_ends.load(), 0);
+
+  const int v = id;
+  EXPECT_EQ(pkeys_vkey_get(v), static_cast<int>(kBase)) << v << ": " << pkeys_test::errno_str();
+  EXPECT_EQ(pkeys_vkey_begin(v, 0), 0) << v << ": " << pkeys_test::errno_str();
+  EXPECT_EQ(pkeys_vkey_end(v), 0) << v << ": " << pkeys_test::errno_str();
+  EXPECT_EQ(pkeys_vkey_destroy(v), 0) << v << ": " << pkeys_test::errno_str();
+  pkeys_vkey_stats after{};
+  ASSERT_EQ(pkeys_vkey_get_stats(&after), 0) << pkeys_test::errno_str();
+  EXPECT_EQ(after.live, before.live) << "a vkey no one can reach is still counted";
+  EXPECT_EQ(after.pinned, 0u);
+}

@@ -233,3 +233,139 @@ TEST(VKeys, CxxScope) {
   ASSERT_EQ(::munmap(p, page_size()), 0) << errno_str();
   EXPECT_FALSE(v->destroy());
 }
+
+namespace {
+
+// Sets the cache limit for a test and puts the old one back.
+class CacheLimit {
+ public:
+  explicit CacheLimit(int n) : old_(static_cast<int>(stats().capacity)) {
+    EXPECT_EQ(pkeys_vkey_set_cache_limit(n), 0) << errno_str();
+  }
+  ~CacheLimit() { EXPECT_EQ(pkeys_vkey_set_cache_limit(old_), 0) << errno_str(); }
+
+ private:
+  int old_;
+};
+
+// Every key pkey_alloc hands out now; the caller frees them.
+std::vector<int> alloc_every_key() {
+  std::vector<int> keys;
+  for (int k; (k = pkey_alloc(0, 0)) > 0;) keys.push_back(k);
+  return keys;
+}
+
+void free_keys(const std::vector<int>& keys) {
+  for (int k : keys) EXPECT_EQ(pkey_free(k), 0) << k << ": " << errno_str();
+}
+
+}  // namespace
+
+TEST(VKeys, PkeyAllocGetsEveryIdleCacheKey) {
+  REQUIRE_CACHE();
+  constexpr int kCache = 8;
+  int program_keys;
+  {
+    CacheLimit empty(0);
+    const std::vector<int> keys = alloc_every_key();
+    program_keys = static_cast<int>(keys.size());
+    free_keys(keys);
+  }
+  ASSERT_GE(program_keys, kCache) << "too few hardware keys for this test";
+  CacheLimit limit(kCache);
+  std::vector<std::unique_ptr<VKeyPage>> pages;
+  for (int i = 0; i < kCache; ++i) {
+    pages.push_back(std::make_unique<VKeyPage>());
+    ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
+  }
+  ASSERT_EQ(stats().hardware_keys, static_cast<unsigned>(kCache));
+  // The vkey cached last: the cache's last slot stays pinned.
+  ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+  const std::vector<int> keys = alloc_every_key();
+  EXPECT_EQ(static_cast<int>(keys.size()), program_keys - 1) << "every cached key but the open vkey's";
+  EXPECT_EQ(stats().hardware_keys, 1u);
+  EXPECT_TRUE(can_write(pages.back()->p)) << "the open vkey keeps its key";
+  for (int i = 0; i + 1 < kCache; ++i) EXPECT_FALSE(can_read(pages[i]->p)) << i << ": evicted, still enforced";
+  free_keys(keys);
+  ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
+}
+
+TEST(VKeys, CacheLimitRefusedWithEbusyChangesNothing) {
+  REQUIRE_CACHE();
+  constexpr int kCache = 8, kOpen = 3;
+  { CacheLimit empty(0); }  // fresh slots, filled in order
+  CacheLimit limit(kCache);
+  std::vector<std::unique_ptr<VKeyPage>> pages;
+  for (int i = 0; i < kCache; ++i) {
+    pages.push_back(std::make_unique<VKeyPage>());
+    ASSERT_EQ(pkeys_vkey_begin(pages.back()->v, 0), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_end(pages.back()->v), 0) << errno_str();
+  }
+  // The first slots open: a cache that gave keys back from the end would
+  // give back five before it found out.
+  for (int i = 0; i < kOpen; ++i) ASSERT_EQ(pkeys_vkey_begin(pages[i]->v, 0), 0) << errno_str();
+  const pkeys_vkey_stats before = stats();
+  ASSERT_EQ(before.hardware_keys, static_cast<unsigned>(kCache));
+  EXPECT_ERRNO(EBUSY, pkeys_vkey_set_cache_limit(kOpen - 1)) << "an open vkey would lose its key";
+  const pkeys_vkey_stats after = stats();
+  EXPECT_EQ(after.hardware_keys, before.hardware_keys) << "keys given back by a failed call";
+  EXPECT_EQ(after.cached, before.cached);
+  EXPECT_EQ(after.capacity, before.capacity);
+  EXPECT_EQ(after.evictions, before.evictions);
+  EXPECT_EQ(pkeys_vkey_set_cache_limit(kOpen), 0) << "every idle key can go";
+  EXPECT_EQ(stats().hardware_keys, static_cast<unsigned>(kOpen));
+  for (int i = 0; i < kOpen; ++i) {
+    EXPECT_TRUE(can_write(pages[i]->p)) << i;
+    ASSERT_EQ(pkeys_vkey_end(pages[i]->v), 0) << errno_str();
+  }
+}
+
+namespace {
+
+// Ends a vkey from a thread_local destructor: those run before pkeys
+// closes what the thread left open.
+struct EndAtThreadExit {
+  int vkey = 0;
+  int* result = nullptr;
+  ~EndAtThreadExit() {
+    if (vkey > 0) *result = pkeys_vkey_end(vkey) == 0 ? 0 : errno;
+  }
+};
+thread_local EndAtThreadExit t_end_at_exit;
+
+}  // namespace
+
+TEST(VKeys, AThreadThatExitsClosesItsOpenVKeys) {
+  VKeyPage a, b;
+  int begins = 0;
+  {
+    pkeys_test::ScopedThread t([&] {
+      begins += pkeys_vkey_begin(a.v, 0) == 0;
+      begins += pkeys_vkey_begin(b.v, PKEY_DISABLE_WRITE) == 0;
+      begins += pkeys_vkey_begin(a.v, PKEY_DISABLE_WRITE) == 0;
+    });
+  }
+  ASSERT_EQ(begins, 3) << "the thread's begins";
+  EXPECT_EQ(stats().pinned, 0u);
+  for (const VKeyPage* page : {&a, &b}) {
+    EXPECT_FALSE(can_read(page->p)) << page->v << ": back to its process-wide rights";
+    EXPECT_EQ(pkeys_vkey_set(page->v, PKEY_DISABLE_ACCESS), 0) << page->v << ": " << errno_str();
+  }
+  // ~VKeyPage: destroy succeeds.
+}
+
+TEST(VKeys, AThreadLocalDestructorCanStillEndItsVKey) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "under AddressSanitizer the thread's thread_local destructors run after pkeys' exit hook";
+#endif
+  VKeyPage c;
+  int end_in_destructor = -2;
+  {
+    pkeys_test::ScopedThread t([&] {
+      if (pkeys_vkey_begin(c.v, 0) == 0) t_end_at_exit = EndAtThreadExit{c.v, &end_in_destructor};
+    });
+  }
+  EXPECT_EQ(end_in_destructor, 0) << "thread_local destructors run before pkeys closes what is left open";
+  EXPECT_EQ(stats().pinned, 0u);
+}

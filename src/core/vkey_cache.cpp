@@ -4,8 +4,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
+#include <tuple>
 
-#include "arch/arch.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
@@ -25,25 +25,30 @@ int default_capacity(int max_keys) {
 VKeyCache::VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept
     : backend_(backend), space_(space), table_(table), capacity_(default_capacity(backend.max_keys())) {}
 
-std::atomic<std::size_t> VKeyCache::next_shard_{0};
-
-int VKeyCache::pin(int vkey, VKeyRecord& v, int* slot_out) {
+int VKeyCache::pin(int vkey, VKeyRecord& v, int* hw_key) {
   std::lock_guard lock(space_);
   for (;;) {
     if (!table_.find(vkey)) return -EINVAL;
-    if (try_pin(v, slot_out)) return 0;  // loaded by another thread meanwhile
+    if (try_pin(v, hw_key)) {  // loaded by another thread meanwhile
+      hits_[0].n.fetch_add(1, std::memory_order_relaxed);
+      return 0;
+    }
     int slot = -1;
     for (int i = 0; i < slot_count_ && slot < 0; ++i)
-      if (slots_[static_cast<std::size_t>(i)].vkey == 0) slot = i;
-    if (slot < 0 && slot_count_ < capacity_) {
+      if (slots_[static_cast<std::size_t>(i)].hw_key >= 0 && slots_[static_cast<std::size_t>(i)].vkey == 0) slot = i;
+    if (slot < 0 && held_ < capacity_) {
       // The kernel gives the caller no access; every other thread had the
       // number reset to no access when it was last freed.
       const int hw = backend_.acquire_key(kNoAccess);
       if (hw > 0) {
+        int hole = 0;  // a slot whose key was given back, else a new one
+        while (hole < slot_count_ && slots_[static_cast<std::size_t>(hole)].hw_key >= 0) ++hole;
         backend_.set_start_rights(hw, static_cast<int>(kNoAccess));
-        slots_[static_cast<std::size_t>(slot_count_)] = Slot{hw, 0, static_cast<int>(kNoAccess)};
+        slots_[static_cast<std::size_t>(hole)] = Slot{hw, 0, static_cast<int>(kNoAccess)};
         hw_mask_.fetch_or(1ull << hw, std::memory_order_acq_rel);
-        slot = slot_count_++;
+        if (hole == slot_count_) ++slot_count_;
+        ++held_;
+        slot = hole;
       }
     }
     if (slot < 0) {
@@ -53,7 +58,8 @@ int VKeyCache::pin(int vkey, VKeyRecord& v, int* slot_out) {
     }
     if (int r = load_locked(vkey, v, slot); r < 0) return r;
     misses_.fetch_add(1, std::memory_order_relaxed);
-    *slot_out = slot;
+    clock_.fetch_add(1, std::memory_order_relaxed);
+    *hw_key = slots_[static_cast<std::size_t>(slot)].hw_key;
     return 0;
   }
 }
@@ -78,21 +84,76 @@ int VKeyCache::evict_lru_locked() {
 }
 
 int VKeyCache::evict_locked(int slot) {
-  Slot& sl = slots_[static_cast<std::size_t>(slot)];
-  const int vkey = sl.vkey;
-  VKeyRecord* v = table_.find(vkey);
-  if (!v) return -EINVAL;
-  // Stop new pins; fails if one came in since the caller looked.
-  std::uint64_t s = v->state.load(std::memory_order_acquire);
-  if ((s & VKeyRecord::kPinMask) != 0 ||
-      !v->state.compare_exchange_strong(s, s | VKeyRecord::kBusy, std::memory_order_acq_rel))
-    return -EAGAIN;
-  // A range it cannot change was unmapped behind pkeys' back.
-  (void)space_.enforce_locked(Tag::vkey(vkey), v->base);
-  sl.vkey = 0;
-  v->state.store(VKeyRecord::kLive, std::memory_order_release);
-  evictions_.fetch_add(1, std::memory_order_relaxed);
+  if (!table_.find(slots_[static_cast<std::size_t>(slot)].vkey)) return -EINVAL;
+  if (!claim_locked(slot)) return -EAGAIN;
+  evict_claimed_locked(slot);
   return 0;
+}
+
+bool VKeyCache::claim_locked(int slot) noexcept {
+  VKeyRecord* v = table_.find(slots_[static_cast<std::size_t>(slot)].vkey);
+  if (!v) return false;
+  // Fails if a pin came in since the caller looked.
+  std::uint64_t s = v->state.load(std::memory_order_acquire);
+  return (s & VKeyRecord::kPinMask) == 0 &&
+         v->state.compare_exchange_strong(s, s | VKeyRecord::kBusy, std::memory_order_acq_rel);
+}
+
+void VKeyCache::evict_claimed_locked(int slot) noexcept {
+  Slot& sl = slots_[static_cast<std::size_t>(slot)];
+  VKeyRecord* v = table_.find(sl.vkey);
+  // A range it cannot change was unmapped behind pkeys' back.
+  (void)space_.enforce_locked(Tag::vkey(sl.vkey), v->base);
+  sl.vkey = 0;
+  v->state.store(VKeyRecord::kLive, std::memory_order_release);  // no pin can come in while busy
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool VKeyCache::claim_idle_locked(int n, int* out) noexcept {
+  int claimed = 0;
+  for (int i = 0; i < slot_count_ && claimed < n; ++i)
+    if (slots_[static_cast<std::size_t>(i)].hw_key >= 0 && slots_[static_cast<std::size_t>(i)].vkey == 0)
+      out[claimed++] = i;
+  const int free_slots = claimed;
+  // Then cached vkeys, least recently used first; a pinned one is passed over.
+  std::uint64_t after = 0;  // last_use of the previous candidate
+  int after_slot = -1;
+  while (claimed < n) {
+    int best = -1;
+    std::uint64_t best_use = ~0ull;
+    for (int i = 0; i < slot_count_; ++i) {
+      const int vk = slots_[static_cast<std::size_t>(i)].vkey;
+      if (vk == 0) continue;
+      const VKeyRecord* v = table_.find(vk);
+      if (!v) continue;
+      const std::uint64_t used = v->last_use.load(std::memory_order_relaxed);
+      // In (last_use, slot) order, after the previous candidate.
+      if ((used > after || (used == after && i > after_slot)) && (used < best_use || best < 0)) {
+        best = i;
+        best_use = used;
+      }
+    }
+    if (best < 0) break;
+    after = best_use;
+    after_slot = best;
+    if (claim_locked(best)) out[claimed++] = best;
+  }
+  if (claimed == n) return true;
+  for (int k = free_slots; k < claimed; ++k)  // undo: they take pins again
+    table_.find(slots_[static_cast<std::size_t>(out[k])].vkey)
+        ->state.fetch_and(~VKeyRecord::kBusy, std::memory_order_acq_rel);
+  return false;
+}
+
+void VKeyCache::release_slot_locked(int slot) noexcept {
+  Slot& sl = slots_[static_cast<std::size_t>(slot)];
+  if (sl.vkey != 0) evict_claimed_locked(slot);
+  hw_mask_.fetch_and(~(1ull << sl.hw_key), std::memory_order_acq_rel);
+  backend_.set_start_rights(sl.hw_key, -1);
+  backend_.release_key(sl.hw_key);
+  sl = Slot{};
+  --held_;
+  while (slot_count_ > 0 && slots_[static_cast<std::size_t>(slot_count_ - 1)].hw_key < 0) --slot_count_;
 }
 
 int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
@@ -118,20 +179,16 @@ int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
     return error;
   }
   sl.vkey = vkey;
-  v.state.store(VKeyRecord::kLive | (static_cast<std::uint64_t>(slot + 1) << VKeyRecord::kSlotShift) | 1,
+  v.state.store(VKeyRecord::kLive | (static_cast<std::uint64_t>(slot + 1) << VKeyRecord::kSlotShift) |
+                    (static_cast<std::uint64_t>(sl.hw_key) << VKeyRecord::kHwKeyShift) | 1,
                 std::memory_order_release);
   return 0;
 }
 
 bool VKeyCache::give_back_key_locked() {
-  if (slot_count_ == 0) return false;
-  Slot& sl = slots_[static_cast<std::size_t>(slot_count_ - 1)];
-  if (sl.vkey != 0 && evict_locked(slot_count_ - 1) < 0) return false;
-  hw_mask_.fetch_and(~(1ull << sl.hw_key), std::memory_order_acq_rel);
-  backend_.set_start_rights(sl.hw_key, -1);
-  backend_.release_key(sl.hw_key);
-  sl = Slot{};
-  --slot_count_;
+  int slot;
+  if (!claim_idle_locked(1, &slot)) return false;
+  release_slot_locked(slot);
   return true;
 }
 
@@ -147,7 +204,7 @@ void VKeyCache::stats_locked(VKeyStats& st) const noexcept {
   st.misses = misses_.load(std::memory_order_relaxed);
   st.evictions = evictions_.load(std::memory_order_relaxed);
   st.capacity = static_cast<unsigned>(capacity_);
-  st.hardware_keys = static_cast<unsigned>(slot_count_);
+  st.hardware_keys = static_cast<unsigned>(held_);
   for (int i = 0; i < slot_count_; ++i) {
     const int vk = slots_[static_cast<std::size_t>(i)].vkey;
     if (vk == 0) continue;
@@ -158,8 +215,13 @@ void VKeyCache::stats_locked(VKeyStats& st) const noexcept {
 
 int VKeyCache::set_capacity(int n) {
   std::lock_guard lock(space_);
-  while (slot_count_ > n)
-    if (!give_back_key_locked()) return -EBUSY;
+  // Every key to give back is claimed before any goes: a limit that an
+  // open vkey would break changes nothing.
+  if (const int excess = held_ - n; excess > 0) {
+    std::array<int, std::tuple_size_v<decltype(slots_)>> claimed;
+    if (!claim_idle_locked(excess, claimed.data())) return -EBUSY;
+    for (int k = 0; k < excess; ++k) release_slot_locked(claimed[static_cast<std::size_t>(k)]);
+  }
   capacity_ = n;
   return 0;
 }

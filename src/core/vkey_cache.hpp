@@ -15,7 +15,6 @@
 #include <atomic>
 #include <cstdint>
 
-#include "arch/arch.hpp"
 #include "backend/backend.hpp"
 #include "core/address_space.hpp"
 #include "core/vkey_table.hpp"
@@ -35,35 +34,44 @@ class VKeyCache {
  public:
   VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept;
 
-  // Lock-free: pins `v` if it holds a slot (a hit). False otherwise.
-  // Inline: it is the cached begin's hot path.
-  bool try_pin(VKeyRecord& v, int* slot) noexcept {
+  // Lock-free: pins `v` if it holds a slot (a hit), giving its hardware
+  // key. False otherwise. The caller counts the hit.
+  bool try_pin(VKeyRecord& v, int* hw_key) noexcept {
     std::uint64_t s = v.state.load(std::memory_order_acquire);
-    for (;;) {
-      if (!(s & VKeyRecord::kLive) || (s & VKeyRecord::kBusy) || !(s & VKeyRecord::kSlotMask)) return false;
+    while (VKeyRecord::pinnable(s))
       if (v.state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
-        *slot = VKeyRecord::slot_of(s);
-        count_hit();
+        *hw_key = VKeyRecord::hw_key_of(s);
         return true;
       }
-    }
+    return false;
   }
   // Takes the lock: pins `v`, loading it into a free or evicted slot.
   // -EINVAL (destroyed meanwhile), -EBUSY (every slot pinned), or the
   // backend's error.
-  int pin(int vkey, VKeyRecord& v, int* slot);
-  void unpin(VKeyRecord& v) noexcept { v.state.fetch_sub(1, std::memory_order_release); }
+  int pin(int vkey, VKeyRecord& v, int* hw_key);
+  static void unpin(VKeyRecord& v) noexcept { v.state.fetch_sub(1, std::memory_order_release); }
   // The hardware key of a slot some thread has pinned. Lock-free.
   int hardware_key(int slot) const noexcept { return slots_[static_cast<std::size_t>(slot)].hw_key; }
-  void touch(VKeyRecord& v) noexcept { v.last_use.store(arch::cycle_count(), std::memory_order_relaxed); }
+  // Recency for eviction: the number of misses so far, so that a vkey used
+  // since the last miss is never evicted before one that was not. Two
+  // plain memory operations, no shared write.
+  void touch(VKeyRecord& v) const noexcept {
+    v.last_use.store(clock_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
+  // The hit counter a new thread counts its hits in (a shard of its own,
+  // so begin stays free of shared read-modify-writes where threads are few).
+  std::atomic<std::uint64_t>* hit_counter_for_thread() noexcept {
+    return &hits_[next_shard_.fetch_add(1, std::memory_order_relaxed) % hits_.size()].n;
+  }
 
   // --- under the lock ----------------------------------------------------
   // Evicts the vkey in `slot`: -EAGAIN when a thread pinned it meanwhile.
   int evict_locked(int slot);
   // The vkey in `slot` was destroyed: the slot is free.
   void drop_locked(int slot) noexcept { slots_[static_cast<std::size_t>(slot)].vkey = 0; }
-  // Gives a cached hardware key back to the backend (the last slot,
-  // evicted first). False when the cache holds none or it is pinned.
+  // Gives a cached hardware key back to the backend: a free slot's, else
+  // the least recently used idle vkey's (evicted first). False when every
+  // key the cache holds is pinned, or it holds none.
   bool give_back_key_locked();
   int vkey_of_hardware_key_locked(int hw_key) const noexcept;
   void stats_locked(VKeyStats& st) const noexcept;
@@ -75,25 +83,31 @@ class VKeyCache {
 
  private:
   struct Slot {
-    int hw_key = -1;
+    int hw_key = -1;    // -1: holds no key (given back)
     int vkey = 0;       // 0: free
     int baseline = -1;  // rights every thread outside begin holds; -1 unknown
   };
   int evict_lru_locked();  // the freed slot, or -errno
+  // Stops new pins on the vkey in `slot` (kBusy): false when it is pinned.
+  bool claim_locked(int slot) noexcept;
+  // Evicts the claimed vkey in `slot`.
+  void evict_claimed_locked(int slot) noexcept;
+  // Claims `n` slots no thread can pin: free ones first, then the least
+  // recently used idle vkeys'. All or none: false (nothing changed) when
+  // fewer are idle. Their indices go to `out`.
+  bool claim_idle_locked(int n, int* out) noexcept;
+  // Gives the key of a free or claimed slot back to the backend.
+  void release_slot_locked(int slot) noexcept;
   int load_locked(int vkey, VKeyRecord& v, int slot);
-  // Each thread counts its hits in one shard, so begin stays free of shared
-  // read-modify-writes.
-  void count_hit() noexcept {
-    thread_local const std::size_t shard = next_shard_.fetch_add(1, std::memory_order_relaxed);
-    hits_[shard % hits_.size()].n.fetch_add(1, std::memory_order_relaxed);
-  }
-  static std::atomic<std::size_t> next_shard_;
+  std::atomic<std::size_t> next_shard_{0};
+  std::atomic<std::uint64_t> clock_{0};  // misses, under the lock; read lock-free
 
   backend::Backend& backend_;
   AddressSpace& space_;
   const VKeyTable& table_;
   std::array<Slot, 16> slots_{};  // guarded by the lock; hw_key read lock-free once pinned
-  int slot_count_ = 0;
+  int slot_count_ = 0;  // slots ever used, holes (no key) included
+  int held_ = 0;        // hardware keys held
   int capacity_;
   std::atomic<std::uint64_t> hw_mask_{0};
   struct alignas(64) Counter {

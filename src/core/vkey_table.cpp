@@ -6,11 +6,8 @@
 namespace pkeys::core {
 
 VKeyRecord* VKeyTable::find(int vkey) const noexcept {
-  if (vkey <= 0 || vkey >= kMaxVKeys) return nullptr;
-  VKeyRecord* chunk = chunks_[static_cast<std::size_t>(vkey / kChunk)].load(std::memory_order_acquire);
-  if (!chunk) return nullptr;
-  VKeyRecord* v = &chunk[vkey % kChunk];
-  return (v->state.load(std::memory_order_acquire) & VKeyRecord::kLive) ? v : nullptr;
+  VKeyRecord* v = record_of(vkey);
+  return v && (v->state.load(std::memory_order_acquire) & VKeyRecord::kLive) ? v : nullptr;
 }
 
 VKeyRecord& VKeyTable::record_for_new(int vkey) {
@@ -45,13 +42,20 @@ int VKeyTable::create_locked(unsigned rights) {
   return id;
 }
 
-void VKeyTable::destroy_locked(int vkey, VKeyRecord& v) {
+int VKeyTable::destroy_locked(int vkey, VKeyRecord& v) {
   // May throw: before anything changes. Geometric, or destroying n vkeys
   // in a row would copy the list n times.
   if (free_ids_.size() == free_ids_.capacity()) free_ids_.reserve(free_ids_.empty() ? 64 : 2 * free_ids_.size());
-  v.state.store(0, std::memory_order_release);
+  // A begin pins without the lock, so the record dies only if no pin came
+  // in: a plain store would wipe that pin, and its end would then unpin
+  // (corrupt) the vkey that reuses the id.
+  std::uint64_t s = v.state.load(std::memory_order_acquire);
+  do {
+    if (s & VKeyRecord::kPinMask) return -EBUSY;
+  } while (!v.state.compare_exchange_weak(s, 0, std::memory_order_acq_rel, std::memory_order_acquire));
   free_ids_.push_back(vkey);
   --live_;
+  return 0;
 }
 
 }  // namespace pkeys::core

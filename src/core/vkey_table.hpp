@@ -16,13 +16,23 @@ namespace pkeys::core {
 
 // One vkey. `state` packs what lock-free readers need:
 // pins (bits 0-31) | hardware-cache slot + 1 (bits 32-39, 0: not cached) |
-// kBusy (no new pins: being evicted) | kLive.
+// kBusy (no new pins: being evicted) | kLive | the slot's hardware key
+// (bits 48-55, while cached).
 struct VKeyRecord {
   static constexpr std::uint64_t kPinMask = 0xffffffffull;
   static constexpr int kSlotShift = 32;
   static constexpr std::uint64_t kSlotMask = 0xffull << kSlotShift;
   static constexpr std::uint64_t kBusy = 1ull << 40;
   static constexpr std::uint64_t kLive = 1ull << 41;
+  static constexpr int kHwKeyShift = 48;
+
+  // Whether a begin may pin a vkey in `state` without the lock: live, not
+  // being evicted, holding a slot.
+  static bool pinnable(std::uint64_t state) noexcept {
+    return ((state >> kSlotShift) & ((kLive | kBusy) >> kSlotShift)) == (kLive >> kSlotShift) &&
+           (state & kSlotMask) != 0;
+  }
+  static int hw_key_of(std::uint64_t state) noexcept { return static_cast<int>((state >> kHwKeyShift) & 0xff); }
 
   std::atomic<std::uint64_t> state{0};
   std::atomic<std::uint64_t> last_use{0};  // the cache's LRU clock
@@ -42,10 +52,18 @@ class VKeyTable {
 
   // The live record of `vkey`, or null. Lock-free.
   VKeyRecord* find(int vkey) const noexcept;
+  // The record `vkey` would have, live or not, or null. Lock-free; the
+  // caller checks the state.
+  VKeyRecord* record_of(int vkey) const noexcept {
+    if (static_cast<unsigned>(vkey) - 1u >= static_cast<unsigned>(kMaxVKeys - 1)) return nullptr;  // 1..kMaxVKeys-1
+    VKeyRecord* chunk = chunks_[static_cast<unsigned>(vkey) / kChunk].load(std::memory_order_acquire);
+    return chunk ? &chunk[static_cast<unsigned>(vkey) % kChunk] : nullptr;
+  }
   // Under the lock: a new vkey with base `rights`, or -ENOSPC.
   int create_locked(unsigned rights);
-  // Under the lock: `vkey`'s id is free again.
-  void destroy_locked(int vkey, VKeyRecord& v);
+  // Under the lock: `vkey`'s id is free again; -EBUSY (nothing changed)
+  // when a thread pinned it, lock-free, since the caller looked.
+  int destroy_locked(int vkey, VKeyRecord& v);
   std::uint64_t live_locked() const noexcept { return live_; }
 
  private:

@@ -1,31 +1,66 @@
 // SPDX-License-Identifier: MIT
 #include "core/vkeys.hpp"
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <mutex>
 
 #include "os/pages.hpp"
 
 namespace pkeys::core {
+
+namespace vkeys_detail {
+// Trivially destructible: still there when the exit hook below runs.
+constinit thread_local OpenStack t_open __attribute__((tls_model("initial-exec")));
+}  // namespace vkeys_detail
+
+using vkeys_detail::OpenStack;
+using vkeys_detail::OpenVKey;
+using vkeys_detail::t_open;
+
 namespace {
 
-// The vkeys the calling thread has open, innermost last.
-struct OpenVKey {
-  int vkey;
-  int hw_key;              // -1 on the emulation
-  unsigned prev;           // the thread's rights on hw_key before begin
-  std::uint64_t sequence;  // emulation: this begin's entry in VKeyRecord::opens
-};
-struct OpenStack {
-  int n = 0;
-  OpenVKey entries[VKeys::kMaxNesting];
-};
-thread_local OpenStack t_open;
+// A thread that exits with vkeys open closes them, or they would stay
+// pinned (cache) or in force (emulation) for good. A thread-specific-data
+// destructor, not a thread_local one: those run after every thread_local
+// destructor (which may still end a vkey), and it asks for one more round
+// to run after the program's own keys' destructors too.
+pthread_key_t g_exit_key;
+bool g_have_exit_key = false;
+VKeys* g_vkeys = nullptr;  // the process's, never destroyed
+
+void close_at_thread_exit(void* round) noexcept {
+  if (round == reinterpret_cast<void*>(1)) {
+    ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(2));
+    return;
+  }
+  OpenStack& open = t_open;
+  try {
+    while (open.n > 0) g_vkeys->end(open.entries[open.n].vkey);
+  } catch (...) {  // the lock failed: nothing better to do as the thread dies
+  }
+  open.limit = 0;  // a begin from a later destructor sets this up again
+}
 
 }  // namespace
 
+int VKeys::first_begin_in_thread() noexcept {
+  OpenStack& open = t_open;
+  if (open.limit != 0) return -EMFILE;  // set up: the stack is full
+  if (g_have_exit_key && ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(1)) != 0) return -ENOMEM;
+  if (cache_ && !open.hits) open.hits = cache_->hit_counter_for_thread();
+  open.limit = kMaxNesting;
+  return 0;
+}
+
 VKeys::VKeys(backend::Backend& backend, AddressSpace& space) : backend_(backend), space_(space), emulation_(space) {
-  if (backend.capabilities() & backend::kPerThreadRights) cache_.emplace(backend, space, table_);
+  // The cache's begin and end switch the register inline (thread_rights.hpp).
+  if ((backend.capabilities() & (backend::kPerThreadRights | backend::kHardware)) ==
+      (backend::kPerThreadRights | backend::kHardware))
+    cache_.emplace(backend, space, table_);
+  g_vkeys = this;
+  g_have_exit_key = ::pthread_key_create(&g_exit_key, close_at_thread_exit) == 0;
 }
 
 int VKeys::create(unsigned rights) {
@@ -41,7 +76,8 @@ int VKeys::destroy(int vkey) {
   if (v->pinned() || !v->opens.empty()) return -EBUSY;
   if (space_.tag_in_use_locked(Tag::vkey(vkey))) return -EBUSY;
   const int slot = v->slot();
-  table_.destroy_locked(vkey, *v);  // may throw, before any change: then the slot stays the vkey's
+  // May throw, before any change: then the slot stays the vkey's.
+  if (int r = table_.destroy_locked(vkey, *v); r < 0) return r;
   if (cache_ && slot >= 0) cache_->drop_locked(slot);
   return 0;
 }
@@ -60,45 +96,55 @@ int VKeys::protect(std::uintptr_t start, std::size_t len, int prot, int vkey) {
 }
 
 int VKeys::begin(int vkey, unsigned rights) {
+  if (begin_fast(vkey, rights) == 0) return 0;
+  return begin_slow(vkey, rights);
+}
+
+int VKeys::end(int vkey) {
+  if (end_fast(vkey) == 0) return 0;
+  return end_slow(vkey);
+}
+
+int VKeys::begin_slow(int vkey, unsigned rights) {
   if (!valid_rights(rights)) return -EINVAL;
   VKeyRecord* v = table_.find(vkey);
   if (!v) return -EINVAL;
   OpenStack& open = t_open;
-  if (open.n == kMaxNesting) return -EMFILE;
+  if (open.n >= open.limit)
+    if (int r = first_begin_in_thread(); r < 0) return r;
   if (!cache_) {
     std::lock_guard lock(space_);
     if (!table_.find(vkey)) return -EINVAL;
     std::uint64_t sequence;
     if (int r = emulation_.open_locked(vkey, *v, rights, &sequence); r < 0) return r;
-    open.entries[open.n++] = OpenVKey{vkey, -1, 0, sequence};
+    open.entries[open.n + 1] = OpenVKey{v, vkey, 0, 0, sequence};
+    ++open.n;
     return 0;
   }
-  int slot;
-  if (!cache_->try_pin(*v, &slot))
-    if (int r = cache_->pin(vkey, *v, &slot); r < 0) return r;
+  int hw;
+  if (cache_->try_pin(*v, &hw))
+    open.hits->fetch_add(1, std::memory_order_relaxed);
+  else if (int r = cache_->pin(vkey, *v, &hw); r < 0)
+    return r;
   // Pinned: the slot's hardware key cannot change until end.
-  const int hw = cache_->hardware_key(slot);
-  open.entries[open.n++] = OpenVKey{vkey, hw, backend_.get_rights(hw), 0};
-  backend_.set_rights(hw, rights);
-  cache_->touch(*v);
+  push_cached(open, open.n, v, vkey, hw, rights);
   return 0;
 }
 
-int VKeys::end(int vkey) {
+int VKeys::end_slow(int vkey) {
   OpenStack& open = t_open;
-  int i = open.n - 1;
-  while (i >= 0 && open.entries[i].vkey != vkey) --i;
-  if (i < 0) return -EINVAL;  // not open in this thread
+  int i = open.n;
+  while (i > 0 && open.entries[i].vkey != vkey) --i;
+  if (i == 0) return -EINVAL;  // not open in this thread
   const OpenVKey e = open.entries[i];
-  for (int j = i; j + 1 < open.n; ++j) open.entries[j] = open.entries[j + 1];
+  for (int j = i; j < open.n; ++j) open.entries[j] = open.entries[j + 1];
   --open.n;
-  VKeyRecord* v = table_.find(vkey);
-  if (!cache_) {
+  if (e.keep == 0) {  // the emulation's
     std::lock_guard lock(space_);
-    return v ? emulation_.close_locked(vkey, *v, e.sequence) : 0;
+    return emulation_.close_locked(vkey, *e.record, e.sequence);
   }
-  backend_.set_rights(e.hw_key, e.prev);
-  if (v) cache_->unpin(*v);
+  backend::thread_rights::restore(e.keep, e.saved);
+  VKeyCache::unpin(*e.record);
   return 0;
 }
 

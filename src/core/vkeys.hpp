@@ -28,10 +28,12 @@
 #include <signal.h>
 
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 
 #include "backend/backend.hpp"
+#include "backend/thread_rights.hpp"
 #include "core/address_space.hpp"
 #include "core/key_table.hpp"
 #include "core/vkey_cache.hpp"
@@ -40,10 +42,39 @@
 
 namespace pkeys::core {
 
+namespace vkeys_detail {
+
+// A vkey the calling thread has open.
+struct OpenVKey {
+  VKeyRecord* record;
+  int vkey;
+  // Cached vkey: the register bits its hardware key leaves alone, and that
+  // key's bits before begin. 0: the emulation's entry (or the sentinel).
+  std::uint32_t keep;
+  std::uint32_t saved;
+  std::uint64_t sequence;  // emulation: this begin's entry in VKeyRecord::opens
+};
+
+// The vkeys the calling thread has open: entries[1..n], innermost last;
+// entries[0] is a sentinel that matches no end. Constant-initialised, so
+// that the hot path reaches it without a TLS wrapper call.
+struct OpenStack {
+  static constexpr int kMaxNesting = 64;
+  int n = 0;
+  // kMaxNesting once the thread is set to close its vkeys when it exits;
+  // 0 before, so that one compare in begin covers both.
+  int limit = 0;
+  std::atomic<std::uint64_t>* hits = nullptr;  // the cache's counter for this thread
+  OpenVKey entries[kMaxNesting + 1] = {};
+};
+extern constinit thread_local OpenStack t_open __attribute__((tls_model("initial-exec")));
+
+}  // namespace vkeys_detail
+
 class VKeys final : public VKeyPieces, public KeyDonor {
  public:
   static constexpr int kMaxVKeys = VKeyTable::kMaxVKeys;
-  static constexpr int kMaxNesting = 64;  // open vkeys per thread
+  static constexpr int kMaxNesting = vkeys_detail::OpenStack::kMaxNesting;  // open vkeys per thread
 
   VKeys(backend::Backend& backend, AddressSpace& space);
 
@@ -52,6 +83,43 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   int protect(std::uintptr_t start, std::size_t len, int prot, int vkey);
   int begin(int vkey, unsigned rights);
   int end(int vkey);
+
+  // The hot path of begin and end, inline, for the C ABI: a cached vkey
+  // (x86-pku) opened or closed with no lock, no call and no errno. Either
+  // it did the whole call and returns 0, or it changed nothing and returns
+  // kSlowPath, and the caller calls begin/end, which check everything and
+  // give the result (0 or -errno). Everything not plainly valid takes the
+  // slow path: bad rights or vkey, a vkey not cached, being evicted or
+  // destroyed, the thread's first begin (or its stack full), an end that is
+  // not of the thread's innermost vkey, and every vkey on the emulation
+  // (nothing is ever cached there, so this never switches a register
+  // there). Not async-signal-safe, like begin and end.
+  static constexpr int kSlowPath = 1;
+  int begin_fast(int vkey, unsigned rights) noexcept {
+    VKeyRecord* v = table_.record_of(vkey);
+    vkeys_detail::OpenStack& open = vkeys_detail::t_open;
+    const int n = open.n;
+    if (!v || !valid_rights(rights) || n >= open.limit) [[unlikely]]
+      return kSlowPath;
+    std::uint64_t s = v->state.load(std::memory_order_acquire);
+    if (!VKeyRecord::pinnable(s) || !v->state.compare_exchange_strong(s, s + 1, std::memory_order_acq_rel))
+        [[unlikely]]
+      return kSlowPath;
+    open.hits->fetch_add(1, std::memory_order_relaxed);
+    push_cached(open, n, v, vkey, VKeyRecord::hw_key_of(s), rights);
+    return 0;
+  }
+  int end_fast(int vkey) noexcept {
+    vkeys_detail::OpenStack& open = vkeys_detail::t_open;
+    const int n = open.n;
+    vkeys_detail::OpenVKey& e = open.entries[n];
+    if (e.vkey != vkey || e.keep == 0) [[unlikely]]
+      return kSlowPath;
+    backend::thread_rights::restore(e.keep, e.saved);
+    VKeyCache::unpin(*e.record);
+    open.n = n - 1;
+    return 0;
+  }
   int set(int vkey, unsigned rights);
   int get(int vkey) const;
   VKeyStats stats() const;
@@ -70,6 +138,27 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   }
 
  private:
+  // The calling thread's first begin: its open vkeys will be closed when it
+  // exits. -EMFILE when it is set up already (its stack is full).
+  int first_begin_in_thread() noexcept;
+  // Everything begin_fast and end_fast leave (out of line, so that the
+  // fast paths save no registers).
+  [[gnu::noinline]] int begin_slow(int vkey, unsigned rights);
+  [[gnu::noinline]] int end_slow(int vkey);
+  // Pinned `v` (cached in `hw_key`): switch the thread's rights, push.
+  // (The entry is filled before the switch: fewer values live across it.)
+  void push_cached(vkeys_detail::OpenStack& open, int n, VKeyRecord* v, int vkey, int hw_key,
+                   unsigned rights) noexcept {
+    cache_->touch(*v);
+    vkeys_detail::OpenVKey& e = open.entries[n + 1];
+    const std::uint32_t keep = backend::thread_rights::keep_mask(hw_key);
+    e.record = v;
+    e.vkey = vkey;
+    e.keep = keep;
+    e.saved = backend::thread_rights::exchange(hw_key, keep, rights);
+    open.n = n + 1;
+  }
+
   backend::Backend& backend_;
   AddressSpace& space_;
   VKeyTable table_;
