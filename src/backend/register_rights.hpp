@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
 // The rights switch of a backend whose rights are the calling thread's
-// register (x86 PKU: PKRU), inline, for the C ABI's hot path: pkey_set and
+// register (x86 PKU: PKRU), inline, for the hot paths: pkey_set and
 // pkey_get run these without the Runtime, the Backend or a lock, for the
 // keys the core lists in KeyTable::register_keys() (allocated to the
-// program, on a backend whose rights_in_register() is true). Such a
-// backend's set_rights and get_rights are these very functions.
+// program, on a backend whose rights_in_register() is true), and a cached
+// vkey's begin and end for its cache key (the cache exists only on such a
+// backend). Such a backend's set_rights and get_rights are these very
+// functions. Each switch is restartable and keeps the thread's PKRU copy
+// (pkeys_pkru_update, pkeys/pkru.h).
 #pragma once
+
+#include <cstdint>
 
 #include "pkeys/pkru.h"
 
@@ -25,6 +30,24 @@ inline constexpr int kRegisterKeys = 16;
 
 [[gnu::always_inline]] inline unsigned register_get_rights(int key) noexcept {
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
+}
+
+// The bits of the register that `key`'s rights leave alone.
+[[gnu::always_inline]] inline std::uint32_t register_keep_mask(int key) noexcept {
+  return ~(3u << PKEYS_PKRU_SHIFT(key));
+}
+
+// Gives the calling thread `rights` (valid) on `key`, whose keep mask is
+// `keep`, and returns that key's bits as they were, in place, for
+// register_restore.
+[[gnu::always_inline]] inline std::uint32_t register_exchange(int key, std::uint32_t keep, unsigned rights) noexcept {
+  return pkeys_pkru_exchange(keep, rights << PKEYS_PKRU_SHIFT(key)) & ~keep;
+}
+
+// Puts back bits `saved` (from register_exchange) of the key whose keep
+// mask is `keep`.
+[[gnu::always_inline]] inline void register_restore(std::uint32_t keep, std::uint32_t saved) noexcept {
+  pkeys_pkru_update(keep, saved);
 }
 
 }  // namespace pkeys::backend

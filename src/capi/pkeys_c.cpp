@@ -58,6 +58,14 @@ int call_vkeys(F&& f, int without = -EINVAL) noexcept {
   return call([&](Runtime& rt) { return rt.get(pkey); });
 }
 
+[[gnu::noinline, gnu::cold]] int checked_vkey_begin(int vkey, unsigned rights) noexcept {
+  return call_vkeys([&](auto& v) { return v.begin(vkey, rights); });
+}
+
+[[gnu::noinline, gnu::cold]] int checked_vkey_end(int vkey) noexcept {
+  return call_vkeys([&](auto& v) { return v.end(vkey); });
+}
+
 }  // namespace
 
 extern "C" {
@@ -188,12 +196,19 @@ int pkeys_vkey_mprotect(void* addr, size_t len, int prot, int vkey) __THROW {
   });
 }
 
+// A cached vkey (x86-pku) opens and closes inline (VKeys::begin_fast and
+// end_fast); anything else, failures included, takes the checked path.
 int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW {
-  return call_vkeys([&](auto& v) { return v.begin(vkey, access_rights); });
+  if (pkeys::core::VKeys* v = Runtime::vkeys_if_constructed(); v && v->begin_fast(vkey, access_rights) == 0)
+      [[likely]]
+    return 0;
+  return checked_vkey_begin(vkey, access_rights);
 }
 
 int pkeys_vkey_end(int vkey) __THROW {
-  return call_vkeys([&](auto& v) { return v.end(vkey); });
+  if (pkeys::core::VKeys* v = Runtime::vkeys_if_constructed(); v && v->end_fast(vkey) == 0) [[likely]]
+    return 0;
+  return checked_vkey_end(vkey);
 }
 
 int pkeys_vkey_set(int vkey, unsigned int access_rights) __THROW {

@@ -17,6 +17,7 @@
 namespace pkeys::core {
 
 constinit std::atomic<Runtime*> Runtime::constructed_{nullptr};
+constinit std::atomic<VKeys*> Runtime::vkeys_ready_{nullptr};
 
 Runtime::Runtime(std::unique_ptr<backend::Backend> backend, std::string reason)
     : backend_(std::move(backend)), reason_(std::move(reason)), space_(backend_.get()) {
@@ -48,6 +49,7 @@ Runtime* Runtime::create() {
   backend::Selection s = backend::select_backend();
   auto* r = new Runtime(std::move(s.backend), std::move(s.reason));  // never destroyed: in use until the last exit handler
   ::pthread_atfork(prepare_fork, after_fork, after_fork);
+  vkeys_ready_.store(r->vkeys(), std::memory_order_release);
   constructed_.store(r, std::memory_order_release);
   return r;
 }

@@ -55,7 +55,7 @@ int VKeys::first_begin_in_thread() noexcept {
 }
 
 VKeys::VKeys(backend::Backend& backend, AddressSpace& space) : backend_(backend), space_(space), emulation_(space) {
-  // The cache's begin and end switch the register inline (thread_rights.hpp).
+  // The cache's begin and end switch the register inline (register_rights.hpp).
   if ((backend.capabilities() & (backend::kPerThreadRights | backend::kHardware)) ==
       (backend::kPerThreadRights | backend::kHardware))
     cache_.emplace(backend, space, table_);
@@ -143,7 +143,7 @@ int VKeys::end_slow(int vkey) {
     std::lock_guard lock(space_);
     return emulation_.close_locked(vkey, *e.record, e.sequence);
   }
-  backend::thread_rights::restore(e.keep, e.saved);
+  backend::register_restore(e.keep, e.saved);
   VKeyCache::unpin(*e.record);
   return 0;
 }

@@ -33,7 +33,7 @@
 #include <optional>
 
 #include "backend/backend.hpp"
-#include "backend/thread_rights.hpp"
+#include "backend/register_rights.hpp"
 #include "core/address_space.hpp"
 #include "core/key_table.hpp"
 #include "core/vkey_cache.hpp"
@@ -115,7 +115,7 @@ class VKeys final : public VKeyPieces, public KeyDonor {
     vkeys_detail::OpenVKey& e = open.entries[n];
     if (e.vkey != vkey || e.keep == 0) [[unlikely]]
       return kSlowPath;
-    backend::thread_rights::restore(e.keep, e.saved);
+    backend::register_restore(e.keep, e.saved);
     VKeyCache::unpin(*e.record);
     open.n = n - 1;
     return 0;
@@ -151,11 +151,11 @@ class VKeys final : public VKeyPieces, public KeyDonor {
                    unsigned rights) noexcept {
     cache_->touch(*v);
     vkeys_detail::OpenVKey& e = open.entries[n + 1];
-    const std::uint32_t keep = backend::thread_rights::keep_mask(hw_key);
+    const std::uint32_t keep = backend::register_keep_mask(hw_key);
     e.record = v;
     e.vkey = vkey;
     e.keep = keep;
-    e.saved = backend::thread_rights::exchange(hw_key, keep, rights);
+    e.saved = backend::register_exchange(hw_key, keep, rights);
     open.n = n + 1;
   }
 
