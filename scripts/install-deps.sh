@@ -6,10 +6,13 @@
 #          tests, benchmarks; pkgconf for the installed-tree consumer test)
 #   test:  and what scripts/test.sh needs: clang-19 for the Clang step, the
 #          PKU lane's QEMU, static busybox and initramfs tools (its kernels are
-#          fetched with apt-get download), gnuplot for pkeyctl bench's plots
+#          fetched with apt-get download), gnuplot for pkeyctl bench's plots,
+#          and the mallocs the allocators tests preload (jemalloc, tcmalloc,
+#          mimalloc)
 set -euo pipefail
 build_pkgs=(cmake make g++ libgtest-dev libbenchmark-dev libseccomp-dev pkgconf)
-test_pkgs=(clang-19 qemu-system-x86 busybox-static cpio gzip binutils gnuplot-nox)
+test_pkgs=(clang-19 qemu-system-x86 busybox-static cpio gzip binutils gnuplot-nox
+           libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0)
 pkgs=("${build_pkgs[@]}")
 [[ ${1:-test} == test ]] && pkgs+=("${test_pkgs[@]}")
 

@@ -74,6 +74,8 @@ run conformance-emulated PKEYS_BACKEND=emulated -- ./pkeys_conformance
 run concurrency-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_concurrency
 run vkeys-stress-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_vkeys_stress
 run vkeys-stress-emulated PKEYS_BACKEND=emulated -- ./pkeys_vkeys_stress
+run allocator-reentry-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_allocator_reentry
+run allocator-reentry-emulated PKEYS_BACKEND=emulated -- ./pkeys_allocator_reentry
 for b in auto x86-pku emulated bogus; do
   run backend-selection-$b PKEYS_BACKEND=$b -- ./pkeys_backend_selection
 done

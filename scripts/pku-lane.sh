@@ -53,7 +53,7 @@ show() { local p=$1; [[ $p == "$root"/* ]] && p=${p#"$root"/}; printf '%s' "$p";
 
 # --- the statically linked tests ---------------------------------------------
 programs=(pkeys_conformance pkeys_concurrency pkeys_backend_selection pkeys_vkeys_stress
-          pkeys_startup tagged_sleeper pkeyctl)
+          pkeys_startup pkeys_allocator_reentry tagged_sleeper pkeyctl)
 # The instruction-count benchmarks: two static programs and one linked
 # with libpkeys.so (its loader and libraries go into the initramfs).
 icount_programs=(pkeys_icount_bench pkeys_icount_glibc pkeys_icount_plt)

@@ -6,6 +6,27 @@
 // hardware keeps a page's key. While no range is tagged each call is the
 // bare system call. glibc's internal calls (malloc's) bypass these; pkey_free
 // re-reads /proc/self/maps before it trusts a record.
+//
+// They are also entered from inside pkeys: the program's malloc (jemalloc,
+// tcmalloc, mimalloc, most custom ones) may call mmap, munmap, mremap or
+// mprotect while pkeys allocates under its lock (records that grow or
+// split, labels, vkeys). Taking the lock again there would hang the
+// thread, so such a call is the bare system call and leaves the records
+// alone (they are half-changed at that point anyway). What it may mean
+// for them, by call:
+//  - mmap: fresh memory for the allocator, never one of the program's
+//    tagged ranges (a MAP_FIXED lands inside the allocator's own
+//    reservation): nothing to record.
+//  - munmap, mremap: the allocator gives back or moves its own memory.
+//    That could only be a tagged range if the program tagged heap memory
+//    and freed it still tagged; then the records keep stale ranges, as
+//    after any raw munmap pkeys did not see: safe free prunes them from
+//    /proc/self/maps, enforcement skips what is no longer mapped, and a
+//    later mapping pkeys sees at that address replaces them.
+//  - mprotect: the allocator's own pages (guards). Were they a tagged
+//    range freed to the heap still tagged, the records would keep the
+//    protection asked before, and on the emulation the key's rights would
+//    not hold there until they are next set.
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -25,7 +46,9 @@ namespace sys = pkeys::sys;
 
 namespace {
 
-bool tracking() noexcept { return AddressSpace::any_tagged(); }
+// Whether a call goes through pkeys' records: not while none is tagged,
+// and never from inside pkeys (this thread holds, or is taking, the lock).
+bool tracking() noexcept { return AddressSpace::any_tagged() && !AddressSpace::held_by_this_thread(); }
 
 // These are noexcept to their callers: out of memory (constructing the
 // Runtime, or records that must split) is ENOMEM, never std::terminate.
