@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pkeys/pkeys.h"
 #include "probe.hpp"
@@ -46,6 +47,30 @@ class WxPolicy : public ::testing::Test {
 };
 
 }  // namespace
+
+// Keys pkey_alloc can still hand out (all given back).
+int free_keys() {
+  std::vector<int> keys;
+  for (int k; (k = pkey_alloc(0, 0)) > 0;) keys.push_back(k);
+  for (int k : keys) pkey_free(k);
+  return static_cast<int>(keys.size());
+}
+
+// First of its suite: pkeys' execute-only key is not taken yet, so a
+// failed first call that took it would show.
+TEST(ExecuteOnly, AFailedCallTakesNoKey) {
+  if (!(pkeys_capabilities() & PKEYS_CAP_EXECUTE_ONLY)) GTEST_SKIP() << "backend " << pkeys_backend() << " has no execute-only memory";
+  const int before = free_keys();
+  char* p = static_cast<char*>(map_pages(2));
+  ASSERT_NE(p, nullptr);
+  EXPECT_ERRNO(EINVAL, pkeys_mprotect_execute_only(p + 1, page_size()));
+  EXPECT_ERRNO(ENOMEM, pkeys_mprotect_execute_only(nullptr, page_size()));
+  ASSERT_EQ(::munmap(p + page_size(), page_size()), 0);
+  EXPECT_ERRNO(ENOMEM, pkeys_mprotect_execute_only(p, 2 * page_size()));  // a hole
+  EXPECT_TRUE(can_write(p)) << "nothing changed";
+  EXPECT_EQ(free_keys(), before) << "a failed call kept a key";
+  ::munmap(p, page_size());
+}
 
 TEST(ExecuteOnly, CodeRunsAndReadsFault) {
   if (!(pkeys_capabilities() & PKEYS_CAP_EXECUTE_ONLY)) {
