@@ -59,6 +59,13 @@ int KeyTable::execute_only_key_locked(backend::Backend& backend, KeyDonor& donor
   return execute_only_key_;
 }
 
+int KeyTable::forget_execute_only_key_locked(backend::Backend& backend) noexcept {
+  const int key = execute_only_key_;
+  if (key >= 0) backend.set_start_rights(key, -1);
+  execute_only_key_ = -1;
+  return key;
+}
+
 int KeyTable::set_label_locked(int key, const char* label) noexcept {
   if (key <= 0 || !is_allocated(key)) return -EINVAL;
   std::size_t n = 0;

@@ -71,6 +71,10 @@ class KeyTable {
   // pkeys' own key for execute-only memory, acquired at first use: every
   // thread holds it access-disabled.
   int execute_only_key_locked(backend::Backend& backend, KeyDonor& donor);
+  bool execute_only_key_held_locked() const noexcept { return execute_only_key_ >= 0; }
+  // A first execute-only call that failed: pkeys no longer holds the key.
+  // Returns it for the caller to release to the backend, without the lock.
+  int forget_execute_only_key_locked(backend::Backend& backend) noexcept;
 
   int set_label_locked(int key, const char* label) noexcept;
   int get_label_locked(int key, char* buf, std::size_t len) const noexcept;

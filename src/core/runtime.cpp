@@ -230,10 +230,25 @@ int Runtime::signal_enter(const void* ucontext) noexcept {
 
 int Runtime::make_execute_only(void* addr, std::size_t len) {
   if (!backend_ || !(backend_->capabilities() & backend::kExecuteOnly)) return -ENOTSUP;
-  std::lock_guard lock(space_);
-  const int key = keys_.execute_only_key_locked(*backend_, *vkeys_);
-  if (key < 0) return key;
-  return space_.protect_untracked_locked(reinterpret_cast<std::uintptr_t>(addr), len, PROT_EXEC, key);
+  const auto start = reinterpret_cast<std::uintptr_t>(addr);
+  int taken = -1;  // the key, when this call took it and then failed
+  int r;
+  {
+    std::lock_guard lock(space_);
+    // The input first (unaligned, unmapped, a hole): a failed call changes
+    // no page and takes no key. Nothing to protect takes none either.
+    if (const long m = os::check_mapped(start, len); m < 0) return static_cast<int>(m);
+    if (len == 0) return 0;
+    const bool had_key = keys_.execute_only_key_held_locked();
+    const int key = keys_.execute_only_key_locked(*backend_, *vkeys_);
+    if (key < 0) return key;
+    r = space_.protect_untracked_locked(start, len, PROT_EXEC, key);
+    if (r < 0 && !had_key) taken = keys_.forget_execute_only_key_locked(*backend_);
+  }
+  // Released without the lock: on the hardware it resets the number in
+  // every thread. The backend holds the number until then.
+  if (taken > 0) backend_->release_key(taken);
+  return r;
 }
 
 int Runtime::set_label(int key, const char* label) {
