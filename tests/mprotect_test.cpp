@@ -36,6 +36,28 @@ TEST(Mprotect, PassesOnMprotectErrors) {
   ASSERT_EQ(::munmap(p, page_size()), 0);
 }
 
+// [mapped page][hole]: the kernel would change the first page before it
+// finds the hole. Every tagging path fails first and changes nothing.
+TEST(Mprotect, AFailureOverAHoleChangesNoPage) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  const int v = pkeys_vkey_create(0);
+  ASSERT_GT(v, 0);
+  auto* p = static_cast<char*>(map_pages(2));
+  ASSERT_EQ(::munmap(p + page_size(), page_size()), 0);
+  EXPECT_ERRNO(ENOMEM, pkey_mprotect(p, 2 * page_size(), PROT_READ, k));
+  EXPECT_ERRNO(ENOMEM, pkey_mprotect(p, 2 * page_size(), PROT_READ, 0));
+  EXPECT_ERRNO(ENOMEM, pkeys_vkey_mprotect(p, 2 * page_size(), PROT_READ, v));
+  EXPECT_TRUE(can_write(p)) << "the page before the hole changed";
+  EXPECT_EQ(pkeys_get_ranges(nullptr, 0), 0) << "a record of a failed call";
+  ASSERT_EQ(pkey_set(k, PKEY_DISABLE_ACCESS), 0);
+  EXPECT_TRUE(can_write(p)) << "the page carries the key after all";
+  ASSERT_EQ(pkey_set(k, 0), 0);
+  EXPECT_EQ(pkey_free(k), 0) << "a page carries the key";
+  EXPECT_EQ(pkeys_vkey_destroy(v), 0);
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+}
+
 TEST(Mprotect, MinusOneIsPlainMprotectAndZeroUntags) {
   void* p = map_pages(1);
   ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ, -1), 0);
