@@ -64,6 +64,8 @@ int AddressSpace::apply_locked(std::uintptr_t start, std::size_t len, int prot, 
 }
 
 int AddressSpace::protect_locked(std::uintptr_t start, std::size_t len, int prot, Tag tag) {
+  // The kernel stops at a hole with the pages before it changed: fail first.
+  if (const long m = os::check_mapped(start, len); m < 0) return static_cast<int>(m);
   const int r = tag.is_vkey() ? apply_locked(start, len, prot, tag)
                               : backend_->protect(start, len, prot, tag.key());  // untagged: key 0
   if (r < 0) return r;
@@ -100,6 +102,7 @@ int AddressSpace::protect_keeping_tags_locked(std::uintptr_t start, std::size_t 
 }
 
 int AddressSpace::protect_untracked_locked(std::uintptr_t start, std::size_t len, int prot, int hw_key) {
+  if (const long m = os::check_mapped(start, len); m < 0) return static_cast<int>(m);  // as protect_locked
   if (int r = backend_->protect(start, len, prot, hw_key); r < 0) return r;
   ranges_.erase(start, os::page_end(start, len));
   note_changes_locked();
