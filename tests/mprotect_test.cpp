@@ -2,6 +2,8 @@
 // pkey_mprotect: argument checks and nothing changed on failure.
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+
 #include <cerrno>
 #include <vector>
 
@@ -56,6 +58,34 @@ TEST(Mprotect, AFailureOverAHoleChangesNoPage) {
   EXPECT_EQ(pkey_free(k), 0) << "a page carries the key";
   EXPECT_EQ(pkeys_vkey_destroy(v), 0);
   ASSERT_EQ(::munmap(p, page_size()), 0);
+}
+
+// MREMAP_DONTUNMAP moves the pages and leaves the old range mapped, with
+// the same key in the kernel: both ranges carry it.
+TEST(Mprotect, MremapDontunmapKeepsTheKeyOnBothRanges) {
+#ifndef MREMAP_DONTUNMAP
+  constexpr int MREMAP_DONTUNMAP = 4;
+#endif
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  auto* p = static_cast<char*>(map_pages(1));
+  ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, k), 0);
+  p[0] = 7;
+  void* q = ::mremap(p, page_size(), page_size(), MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+  if (q == MAP_FAILED && errno == EINVAL) GTEST_SKIP() << "the kernel has no MREMAP_DONTUNMAP (Linux 5.7+)";
+  ASSERT_NE(q, MAP_FAILED) << errno_str();
+  EXPECT_EQ(static_cast<char*>(q)[0], 7);
+  pkeys_range r[4];
+  ASSERT_EQ(pkeys_get_ranges(r, 4), 2) << "the old range is still mapped and tagged";
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(r[i].pkey, k);
+  ASSERT_EQ(pkey_set(k, PKEY_DISABLE_ACCESS), 0);
+  EXPECT_FALSE(can_read(p)) << "the old range escaped the key";
+  EXPECT_FALSE(can_read(q));
+  ASSERT_EQ(pkey_set(k, 0), 0);
+  EXPECT_ERRNO(EBUSY, pkey_free(k)) << "pages carry the key";
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+  ASSERT_EQ(::munmap(q, page_size()), 0);
+  EXPECT_EQ(pkey_free(k), 0);
 }
 
 TEST(Mprotect, MinusOneIsPlainMprotectAndZeroUntags) {
