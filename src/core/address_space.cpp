@@ -217,6 +217,10 @@ long AddressSpace::map(void* addr, std::size_t len, int prot, int flags, int fd,
   return r;
 }
 
+namespace {
+constexpr int kMremapDontunmap = 4;  // MREMAP_DONTUNMAP (Linux 5.7), which older headers lack
+}  // namespace
+
 long AddressSpace::remap(void* old_addr, std::size_t old_len, std::size_t new_len, int flags, void* new_addr) {
   std::lock_guard lock(*this);
   const long r = sys::raw_syscall(SYS_mremap, reinterpret_cast<long>(old_addr), static_cast<long>(old_len),
@@ -225,8 +229,14 @@ long AddressSpace::remap(void* old_addr, std::size_t old_len, std::size_t new_le
     const auto from = reinterpret_cast<std::uintptr_t>(old_addr);
     const auto to = reinterpret_cast<std::uintptr_t>(new_addr);
     try {
+      // MREMAP_DONTUNMAP leaves the old range mapped, its VMA (and key in
+      // the kernel) unchanged: its records stay, copied to the new range.
+      std::vector<TaggedRange> kept;
+      if (flags & kMremapDontunmap) kept = ranges_.pieces(from, os::page_end(from, old_len));
       if (flags & MREMAP_FIXED) ranges_.erase(to, os::page_end(to, new_len));  // MREMAP_FIXED unmaps what was there
       ranges_.move(from, os::page_round_up(old_len), static_cast<std::uintptr_t>(r), os::page_round_up(new_len));
+      for (const TaggedRange& p : kept)
+        if (!p.tag.untagged()) ranges_.assign(p.start, p.end, p.tag, p.prot);
     } catch (const std::bad_alloc&) {
       // The pages moved; records that cannot follow them are dropped, never
       // left describing pages that are no longer there.
