@@ -2,10 +2,12 @@
 // Safe free: a key is freed only when no mapped page carries it.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "pkeys/pkeys.h"
 #include "probe.hpp"
@@ -33,6 +35,53 @@ TEST_F(SafeFree, BusyWhileTaggedFreeAfterMunmap) {
   ASSERT_EQ(::munmap(page_, page_size()), 0);
   expect_busy();  // the second page still carries it
   ASSERT_EQ(::munmap(static_cast<char*>(page_) + page_size(), page_size()), 0);
+  EXPECT_EQ(pkey_free(key_), 0);
+}
+
+// Every file descriptor in use until destroyed (the limit lowered, so that
+// filling it is quick; put back after).
+class NoDescriptorsLeft {
+ public:
+  NoDescriptorsLeft() {
+    ::getrlimit(RLIMIT_NOFILE, &saved_);
+    rlimit low = saved_;
+    low.rlim_cur = 64;
+    ::setrlimit(RLIMIT_NOFILE, &low);
+    for (int fd; (fd = ::dup(0)) >= 0;) fds_.push_back(fd);
+  }
+  ~NoDescriptorsLeft() {
+    for (int fd : fds_) ::close(fd);
+    ::setrlimit(RLIMIT_NOFILE, &saved_);
+  }
+  bool full() const { return ::dup(0) < 0 && errno == EMFILE; }
+
+ private:
+  rlimit saved_{};
+  std::vector<int> fds_;
+};
+
+// /proc unreadable (no descriptor left; the same as /proc not mounted or a
+// sandbox that denies it): a failed read proves nothing. The free is
+// refused, and no other key's records are dropped with it.
+TEST_F(SafeFree, BusyWhenTheMappingsCannotBeRead) {
+  const int other = pkey_alloc(0, 0);
+  ASSERT_GT(other, 0);
+  void* other_page = map_pages(1);
+  ASSERT_EQ(pkey_mprotect(other_page, page_size(), PROT_READ | PROT_WRITE, other), 0);
+  int freed = 0;
+  {
+    NoDescriptorsLeft no_fds;
+    ASSERT_TRUE(no_fds.full());
+    freed = pkey_free(key_);
+  }
+  EXPECT_EQ(freed, -1) << "a free that could not read the mappings succeeded";
+  EXPECT_EQ(pkey_query(key_), 0);
+  ASSERT_EQ(pkey_set(other, PKEY_DISABLE_ACCESS), 0);
+  EXPECT_FALSE(can_read(other_page)) << "another key's records were dropped";
+  ASSERT_EQ(pkey_set(other, 0), 0);
+  ASSERT_EQ(::munmap(other_page, page_size()), 0);
+  EXPECT_EQ(pkey_free(other), 0);
+  ASSERT_EQ(::munmap(page_, 2 * page_size()), 0);
   EXPECT_EQ(pkey_free(key_), 0);
 }
 
