@@ -136,7 +136,8 @@ int AddressSpace::enforce_locked(Tag tag, unsigned rights) noexcept {
 }
 
 void AddressSpace::prune_unmapped_locked() {
-  ranges_.keep_only(os::mapped_ranges_of_self());
+  // Unreadable mappings prove nothing: every record stays.
+  if (const auto mapped = os::mapped_ranges_of_self()) ranges_.keep_only(*mapped);
   note_changes_locked();
 }
 

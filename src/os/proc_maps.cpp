@@ -54,10 +54,10 @@ bool parse_header(const char* line, const char* line_end, Mapping& m) {
 
 }  // namespace
 
-std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_ranges_of_self() {
+std::optional<std::vector<std::pair<std::uintptr_t, std::uintptr_t>>> mapped_ranges_of_self() {
   std::vector<std::pair<std::uintptr_t, std::uintptr_t>> out;
   std::string text;
-  if (!read_file("/proc/self/maps", text)) return out;
+  if (!read_file("/proc/self/maps", text)) return std::nullopt;
   const char* s = text.data();
   const char* end = s + text.size();
   while (s < end) {

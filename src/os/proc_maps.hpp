@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,9 +20,10 @@ struct Mapping {
   int protection_key = -1;  // ProtectionKey field; -1 where the kernel has none
 };
 
-// The mapped address ranges of this process, sorted, adjacent ones merged.
-// Empty on error.
-std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mapped_ranges_of_self();
+// The mapped address ranges of this process, sorted, adjacent ones merged;
+// nullopt when /proc/self/maps cannot be read (no descriptor left, /proc
+// not mounted, a sandbox): a failed read proves nothing.
+std::optional<std::vector<std::pair<std::uintptr_t, std::uintptr_t>>> mapped_ranges_of_self();
 
 // Calls `f` for each mapping of process `pid` (0: this process), read from
 // smaps. Returns false when the file cannot be read.
