@@ -5,6 +5,10 @@
 
 #include <setjmp.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+
+#include <atomic>
 
 #include "pkeys/pkeys.h"
 #include "pkeys/pkru.h"
@@ -122,4 +126,45 @@ TEST_F(Signals, RestoreSkipsKeysFreedSinceTheSave) {
     EXPECT_EQ(pkeys_pkru_rights(pkeys_rdpkru(), other), unsigned{PKEY_DISABLE_ACCESS})
         << "the freed key keeps no right";
   }
+}
+
+// pkeys_fault_pkey from a signal handler that may interrupt the same thread
+// anywhere in pkeys, its own handler included (a 1 ms timer with
+// SA_NODEFER, so that handlers nest): it must never wait for a lock its
+// own thread holds. A stall shows as the test's timeout, never as a timing
+// assertion.
+namespace {
+std::atomic<long> g_fault_pkey_calls{0};
+void call_fault_pkey(int, siginfo_t*, void*) {
+  siginfo_t si{};
+  si.si_signo = SIGSEGV;
+  si.si_code = SEGV_ACCERR;
+  si.si_addr = &si;
+  (void)pkeys_fault_pkey(&si);
+  g_fault_pkey_calls.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+TEST(SignalsFaultPkey, InAHandlerNeverWaitsForItsOwnThread) {
+  const int k = pkey_alloc(0, 0);
+  ASSERT_GT(k, 0);
+  void* p = map_pages(1);
+  ASSERT_EQ(pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, k), 0);
+  struct sigaction sa {}, old {};
+  sa.sa_sigaction = call_fault_pkey;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+  ASSERT_EQ(::sigaction(SIGALRM, &sa, &old), 0);
+  itimerval every_ms{{0, 1000}, {0, 1000}}, off{};
+  ASSERT_EQ(::setitimer(ITIMER_REAL, &every_ms, nullptr), 0);
+  long sets = 0;
+  for (; sets < 20000 || g_fault_pkey_calls.load() < 50; ++sets) {
+    ASSERT_EQ(pkey_set(k, sets & 1 ? PKEY_DISABLE_WRITE : 0), 0);
+    if (sets > 50'000'000) break;  // the timer never fired: the check below says so
+  }
+  ::setitimer(ITIMER_REAL, &off, nullptr);
+  ::sigaction(SIGALRM, &old, nullptr);
+  EXPECT_GE(g_fault_pkey_calls.load(), 50) << "the timer's handler ran";
+  ASSERT_EQ(pkey_set(k, 0), 0);
+  ASSERT_EQ(::munmap(p, page_size()), 0);
+  EXPECT_EQ(pkey_free(k), 0);
 }

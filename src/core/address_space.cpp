@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include <cerrno>
 #include <new>
@@ -45,12 +46,26 @@ void AddressSpace::unlock() noexcept {
 bool AddressSpace::held_by_this_thread() noexcept { return t_holds_lock; }
 
 bool AddressSpace::lock_from_signal_handler() noexcept {
-  if (t_holds_lock) return false;  // the interrupted code holds it
+  if (t_holds_lock) return false;  // the interrupted code holds it, or is taking it
+  // Marked before trying, as lock() does: a handler nested in this one (a
+  // signal between a successful try and the mark) must not wait for it.
+  t_holds_lock = true;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  // Another thread holds it briefly; a handler waits at most ~10 ms for it
+  // and then gives up (the caller reports "unknown"), never for good.
+  timespec start{}, now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &start);  // async-signal-safe
   for (long spins = 0; !mu_.try_lock(); ++spins) {
-    if (spins > 10'000'000) return false;
+    if ((spins & 63) == 63) {
+      ::clock_gettime(CLOCK_MONOTONIC, &now);
+      if ((now.tv_sec - start.tv_sec) * 1'000'000'000L + (now.tv_nsec - start.tv_nsec) > 10'000'000L) {
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        t_holds_lock = false;
+        return false;
+      }
+    }
     sys::raw_syscall(SYS_sched_yield);
   }
-  t_holds_lock = true;
   return true;
 }
 

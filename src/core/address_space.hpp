@@ -46,8 +46,8 @@ class AddressSpace final : public backend::PageProtections {
   void lock() noexcept;
   void unlock() noexcept;
   // From a signal handler: false at once when this thread holds the lock
-  // (the interrupted code does), else after a bounded wait for another
-  // thread to release it.
+  // or is taking it (the interrupted code, or a handler this one
+  // interrupted), else after at most ~10 ms waiting for another thread.
   bool lock_from_signal_handler() noexcept;
   // Whether the calling thread holds (or is taking) the lock: an
   // interposed call from inside pkeys (the program's malloc calling mmap
