@@ -7,6 +7,8 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +35,7 @@ struct Options {
   std::map<std::string, std::string> env;  // set in the child ("" value: unset)
   uid_t uid = 0;                           // nonzero: run as this user (needs root)
   int timeout_s = 120;                     // then SIGKILL: status 137, not a hung suite
+  unsigned long persona = 0;               // nonzero: the child's personality(2)
 };
 
 Options timeout(int seconds) {
@@ -67,6 +70,7 @@ Result run(std::vector<std::string> args, const Options& opt = {}) {
       if (value.empty()) ::unsetenv(name.c_str());
       else ::setenv(name.c_str(), value.c_str(), 1);
     }
+    if (opt.persona != 0 && ::personality(opt.persona) == -1) ::_exit(126);
     if (opt.uid != 0 && (::setgid(opt.uid) != 0 || ::setuid(opt.uid) != 0)) {
       std::fputs(kCannotSwitchUser, stderr);
       ::_exit(126);
@@ -147,6 +151,53 @@ struct Running {
 bool int80_supported() {
   static const bool supported = !contains(run({WX_PROBE_PATH}).out, "int80-mprotect-rwx: unsupported");
   return supported;
+}
+
+// Whether this kernel has memory-deny-write-execute (Linux 6.3+).
+bool kernel_has_mdwe() { return ::prctl(66 /* PR_GET_MDWE */, 0L, 0L, 0L, 0L) >= 0; }
+
+// A minimal i386 executable that exits 1 when it runs with READ_IMPLIES_EXEC
+// and 0 otherwise; with `gnu_stack`, it has a PT_GNU_STACK (not executable).
+std::string i386_program(bool gnu_stack) {
+  const unsigned char code[] = {
+      0xb8, 0x88, 0x00, 0x00, 0x00,  // mov eax, 136 (personality)
+      0xbb, 0xff, 0xff, 0xff, 0xff,  // mov ebx, 0xffffffff (query)
+      0xcd, 0x80,                    // int 0x80
+      0xc1, 0xe8, 0x16,              // shr eax, 22 (READ_IMPLIES_EXEC)
+      0x83, 0xe0, 0x01,              // and eax, 1
+      0x89, 0xc3,                    // mov ebx, eax
+      0xb8, 0x01, 0x00, 0x00, 0x00,  // mov eax, 1 (exit)
+      0xcd, 0x80};                   // int 0x80
+  const Elf32_Half phnum = gnu_stack ? 2 : 1;
+  const Elf32_Addr base = 0x08048000;
+  const Elf32_Off code_at = sizeof(Elf32_Ehdr) + phnum * sizeof(Elf32_Phdr);
+  Elf32_Ehdr eh{};
+  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+  eh.e_ident[EI_CLASS] = ELFCLASS32;
+  eh.e_ident[EI_DATA] = ELFDATA2LSB;
+  eh.e_ident[EI_VERSION] = EV_CURRENT;
+  eh.e_type = ET_EXEC;
+  eh.e_machine = EM_386;
+  eh.e_version = EV_CURRENT;
+  eh.e_entry = base + code_at;
+  eh.e_phoff = sizeof(Elf32_Ehdr);
+  eh.e_ehsize = sizeof(Elf32_Ehdr);
+  eh.e_phentsize = sizeof(Elf32_Phdr);
+  eh.e_phnum = phnum;
+  Elf32_Phdr load{};
+  load.p_type = PT_LOAD;
+  load.p_vaddr = load.p_paddr = base;
+  load.p_filesz = load.p_memsz = static_cast<Elf32_Word>(code_at + sizeof code);
+  load.p_flags = PF_R | PF_X;
+  load.p_align = 0x1000;
+  Elf32_Phdr stack{};
+  stack.p_type = PT_GNU_STACK;
+  stack.p_flags = PF_R | PF_W;
+  std::string bytes(reinterpret_cast<const char*>(&eh), sizeof eh);
+  bytes.append(reinterpret_cast<const char*>(&load), sizeof load);
+  if (gnu_stack) bytes.append(reinterpret_cast<const char*>(&stack), sizeof stack);
+  bytes.append(reinterpret_cast<const char*>(code), sizeof code);
+  return bytes;
 }
 
 bool seccomp_works() {
@@ -340,14 +391,99 @@ TEST(PkeyctlRun, DenyWxRefusesThroughLibcAndRawSyscalls) {
             "syscall-mmap-rwx: EACCES\n"
             "syscall-mprotect-rwx: EACCES\n"
             "syscall-pkey_mprotect-rwx: EACCES\n" +
-                std::string(int80_supported() ? "int80-mprotect-rwx: EACCES\n" : "int80-mprotect-rwx: unsupported\n"));
+                std::string(int80_supported() ? "int80-mprotect-rwx: EACCES\nint80-old_mmap-rwx: EACCES\n"
+                                              : "int80-mprotect-rwx: unsupported\nint80-old_mmap-rwx: unsupported\n"));
 }
 
+// With READ_IMPLIES_EXEC the kernel adds PROT_EXEC to every PROT_READ
+// request, so mmap(PROT_READ|PROT_WRITE) would be writable and executable.
+TEST(PkeyctlRun, DenyWxRefusesReadImpliesExec) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  const Result r = run({kPkeyctl, "run", "--deny-wx", "--", WX_PROBE_PATH, "rie"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "start-rie: no\n"
+                   "personality-rie: EACCES\n"
+                   "rie-mmap-rw: rw-p\n"
+                   "personality-rie-high-bits: EACCES\n" +
+                       std::string(int80_supported() ? "int80-personality-rie: EACCES\n"
+                                                     : "int80-personality-rie: unsupported\n") +
+                       "personality-query: ok\n");
+}
+
+// A READ_IMPLIES_EXEC pkeyctl inherited (setarch -X) is not passed on.
+TEST(PkeyctlRun, DenyWxClearsAnInheritedReadImpliesExec) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  Options o;
+  o.persona = READ_IMPLIES_EXEC;  // PER_LINUX (0) with it
+  const Result r = run({kPkeyctl, "run", "--deny-wx", "--", WX_PROBE_PATH, "rie"}, o);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "start-rie: no\npersonality-rie: EACCES\nrie-mmap-rw: rw-p\n")) << r.out;
+}
+
+// An i386 program without PT_GNU_STACK gets READ_IMPLIES_EXEC from the
+// kernel at exec, where no filter can refuse it: pkeyctl refuses to run it.
+TEST(PkeyctlRun, DenyWxRefusesAProgramTheKernelWouldGiveReadImpliesExec) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  if (!int80_supported()) GTEST_SKIP() << "this kernel runs no i386 programs (int 0x80 fails)";
+  Scratch dir;
+  ASSERT_FALSE(dir.path.empty());
+  const std::string old_style = dir.file("no-gnu-stack", i386_program(false), 0755);
+  const std::string modern = dir.file("gnu-stack", i386_program(true), 0755);
+  ASSERT_EQ(run({old_style}).status, 1) << "the kernel gives it READ_IMPLIES_EXEC";
+  ASSERT_EQ(run({modern}).status, 0);
+  const Result refused = run({kPkeyctl, "run", "--deny-wx", "--", old_style});
+  EXPECT_EQ(refused.status, 126) << refused.err;
+  EXPECT_TRUE(one_line(refused, "pkeyctl run: " + old_style + ": the kernel would run it with READ_IMPLIES_EXEC"))
+      << refused.err;
+  EXPECT_EQ(run({kPkeyctl, "run", "--deny-wx", "--", modern}).status, 0);
+  // Through a script too: the kernel runs the interpreter.
+  const std::string script = dir.file("script", "#!" + old_style + " -x\n", 0755);
+  EXPECT_EQ(run({kPkeyctl, "run", "--deny-wx", "--", script}).status, 126);
+}
+
+// An executable stack is writable and executable from the start.
+TEST(PkeyctlRun, DenyWxRefusesAProgramWithAnExecutableStack) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  ASSERT_EQ(run({WX_PROBE_EXECSTACK_PATH, "stack"}).out, "stack: rwxp\n") << "built with -z execstack";
+  const Result r = run({kPkeyctl, "run", "--deny-wx", "--", WX_PROBE_EXECSTACK_PATH, "stack"});
+  EXPECT_EQ(r.status, 126) << r.out << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(one_line(r, std::string("pkeyctl run: ") + WX_PROBE_EXECSTACK_PATH + ": it asks for an executable stack"))
+      << r.err;
+  EXPECT_EQ(run({kPkeyctl, "run", "--deny-wx", "--", WX_PROBE_PATH, "stack"}).out, "stack: rw-p\n");
+  EXPECT_EQ(run({kPkeyctl, "run", "--log-wx", "--", WX_PROBE_EXECSTACK_PATH, "stack"}).out, "stack: rwxp\n")
+      << "--log-wx only reports";
+}
+
+// Where the kernel has memory-deny-write-execute (Linux 6.3+), --deny-wx
+// turns it on too; --verbose says which mechanisms are active.
+TEST(PkeyctlRun, DenyWxUsesTheKernelsMdweWhereItHasIt) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  const Result r = run({kPkeyctl, "run", "--deny-wx", "--verbose", "--", WX_PROBE_PATH, "mdwe"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  if (kernel_has_mdwe()) {
+    EXPECT_EQ(r.out, "mdwe: refuse-exec-gain\n") << "inherited across exec";
+    EXPECT_TRUE(one_line(r, "pkeyctl run: W^X denied by: seccomp filter (x86-64, i386, x32); MDWE: yes\n")) << r.err;
+  } else {
+    EXPECT_EQ(r.out, "mdwe: unsupported\n");
+    EXPECT_TRUE(one_line(r, "pkeyctl run: W^X denied by: seccomp filter (x86-64, i386, x32); MDWE: no (")) << r.err;
+  }
+  const Result quiet = run({kPkeyctl, "run", "--deny-wx", "--", WX_PROBE_PATH, "mdwe"});
+  EXPECT_EQ(quiet.err, "") << "silent without --verbose";
+  EXPECT_EQ(quiet.out, r.out);
+  const Result log = run({kPkeyctl, "run", "--log-wx", "--verbose", "--", WX_PROBE_PATH, "mdwe"});
+  EXPECT_EQ(log.out, kernel_has_mdwe() ? "mdwe: off\n" : "mdwe: unsupported\n") << "--log-wx lets everything through";
+  EXPECT_TRUE(one_line(log, "pkeyctl run: W^X logged by: seccomp user notification (x86-64, i386, x32)\n"))
+      << log.err;
+}
+
+// W then X is fine for the filter; the kernel's MDWE refuses making memory
+// executable that was not, so there a JIT maps the same memory twice.
 TEST(PkeyctlRun, DenyWxLetsAWellBehavedProgramRun) {
   if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
   const Result r = run({kPkeyctl, "run", "--deny-wx", "--", WX_PROBE_PATH, "good"});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, "rw-then-rx: ok\n");
+  EXPECT_EQ(r.out, std::string(kernel_has_mdwe() ? "rw-then-rx: EACCES\n" : "rw-then-rx: ok\n") + "dual-map: ok\n");
 }
 
 TEST(PkeyctlRun, LogWxAllowsAndReportsEachCall) {
@@ -360,13 +496,28 @@ TEST(PkeyctlRun, LogWxAllowsAndReportsEachCall) {
             "syscall-mmap-rwx: ok\n"
             "syscall-mprotect-rwx: ok\n"
             "syscall-pkey_mprotect-rwx: ok\n" +
-                std::string(int80_supported() ? "int80-mprotect-rwx: ok\n" : "int80-mprotect-rwx: unsupported\n"));
+                std::string(int80_supported() ? "int80-mprotect-rwx: ok\nint80-old_mmap-rwx: ok\n"
+                                              : "int80-mprotect-rwx: unsupported\nint80-old_mmap-rwx: unsupported\n"));
   int reports = 0;
   for (std::size_t at = 0; (at = r.err.find("pkeyctl: W^X: pid ", at)) != std::string::npos; ++at) ++reports;
-  EXPECT_EQ(reports, int80_supported() ? 6 : 5) << r.err;
+  EXPECT_EQ(reports, int80_supported() ? 7 : 5) << r.err;
+  if (int80_supported()) {
+    EXPECT_TRUE(contains(r.err, ": old_mmap(0x")) << r.err;
+  }
   EXPECT_TRUE(contains(r.err, "mprotect(0x")) << r.err;
   EXPECT_TRUE(contains(r.err, "pkey_mprotect(0x")) << r.err;
   EXPECT_TRUE(contains(r.err, "PROT_READ|PROT_WRITE|PROT_EXEC)")) << r.err;
+}
+
+TEST(PkeyctlRun, LogWxReportsReadImpliesExec) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  const Result r = run({kPkeyctl, "run", "--log-wx", "--", WX_PROBE_PATH, "rie"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "personality-rie: ok\nrie-mmap-rw: rwxp\n")) << r.out;
+  int reports = 0;
+  for (std::size_t at = 0; (at = r.err.find(": personality(0x", at)) != std::string::npos; ++at) ++reports;
+  EXPECT_EQ(reports, int80_supported() ? 3 : 2) << "not the query: " << r.err;
+  EXPECT_TRUE(contains(r.err, "READ_IMPLIES_EXEC)")) << r.err;
 }
 
 TEST(PkeyctlRun, ExitStatusAndUsage) {

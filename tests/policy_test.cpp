@@ -2,6 +2,7 @@
 // Execute-only memory, the W^X policy and JIT code regions.
 #include <gtest/gtest.h>
 
+#include <sys/personality.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,6 +120,55 @@ TEST_F(WxPolicy, DenyRefusesWritableAndExecutable) {
   ASSERT_EQ(::munmap(p, page_size()), 0);
   EXPECT_EQ(pkey_free(k), 0);
   EXPECT_EQ(pkeys_vkey_destroy(v), 0);
+}
+
+// With READ_IMPLIES_EXEC (personality(2), or an old i386 program) the
+// kernel adds PROT_EXEC to any request with PROT_READ: a read-write request
+// is a writable-and-executable one. The personality is the process's, so
+// the calls run in a child, which writes what it saw.
+TEST_F(WxPolicy, DenyCountsReadImpliesExec) {
+  void* p = map_pages(1);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string seen;
+    auto note = [&](const char* what, int r) {
+      seen += std::string(what) + ": " + (r == 0 ? "ok" : errno == EACCES ? "EACCES" : std::strerror(errno)) + "\n";
+    };
+    pkeys_set_wx_policy(PKEYS_WX_DENY);
+    const int k = pkey_alloc(0, 0);
+    const int v = pkeys_vkey_create(0);
+    if (::personality(READ_IMPLIES_EXEC) == -1) seen += "personality failed\n";
+    note("pkey_mprotect-rw", pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, -1));
+    note("pkey_mprotect-rw-key", pkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, k));
+    note("vkey_mprotect-rw", pkeys_vkey_mprotect(p, page_size(), PROT_READ | PROT_WRITE, v));
+    seen += "perms: " + perms_of(p) + "\n";
+    note("pkey_mprotect-r", pkey_mprotect(p, page_size(), PROT_READ, k));
+    seen += "perms: " + perms_of(p) + "\n";
+    pkeys_code_region code{};
+    note("code_region_create", pkeys_code_region_create(&code, 100));
+    (void)!::write(fds[1], seen.data(), seen.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string seen;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) seen.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(seen,
+            "pkey_mprotect-rw: EACCES\n"
+            "pkey_mprotect-rw-key: EACCES\n"
+            "vkey_mprotect-rw: EACCES\n"
+            "perms: rw-p\n"
+            "pkey_mprotect-r: ok\n"
+            "perms: r-xp\n"
+            "code_region_create: EACCES\n");
+  ASSERT_EQ(::munmap(p, page_size()), 0);
 }
 
 TEST_F(WxPolicy, LogAllowsAndReports) {

@@ -2,6 +2,7 @@
 #include "core/wx_policy.hpp"
 
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,15 +58,25 @@ WxPolicy wx_policy() noexcept {
 
 void set_wx_policy(WxPolicy p) noexcept { g_policy.store(static_cast<int>(p), std::memory_order_release); }
 
+// Under READ_IMPLIES_EXEC (personality(2); the kernel also sets it for an
+// i386 program without PT_GNU_STACK) the kernel adds PROT_EXEC to every
+// request with PROT_READ, so PROT_READ|PROT_WRITE becomes writable and
+// executable. Read per call: the personality can change at any time.
+bool read_implies_exec() noexcept {
+  const int persona = ::personality(0xffffffff);
+  return persona != -1 && (static_cast<unsigned>(persona) & READ_IMPLIES_EXEC) != 0;
+}
+
 int check_wx(const char* caller, const void* addr, std::size_t len, int prot) noexcept {
-  if ((prot & (PROT_WRITE | PROT_EXEC)) != (PROT_WRITE | PROT_EXEC)) return 0;
+  if (!(prot & PROT_WRITE) || !(prot & (PROT_EXEC | PROT_READ))) return 0;
   const WxPolicy p = wx_policy();
   if (p == WxPolicy::off) return 0;
+  const bool implied = !(prot & PROT_EXEC);
+  if (implied && !read_implies_exec()) return 0;
   if (p == WxPolicy::deny) return -EACCES;
-  char line[160];
-  const int n = std::snprintf(line, sizeof line,
-                              "pkeys: W^X: %s(%p, %zu, PROT_WRITE|PROT_EXEC) allowed (policy: log)\n", caller,
-                              addr, len);
+  char line[192];
+  const int n = std::snprintf(line, sizeof line, "pkeys: W^X: %s(%p, %zu, %s) allowed (policy: log)\n", caller, addr,
+                              len, implied ? "PROT_READ|PROT_WRITE under READ_IMPLIES_EXEC" : "PROT_WRITE|PROT_EXEC");
   if (n > 0)
     (void)!::write(STDERR_FILENO, line, std::min(static_cast<std::size_t>(n), sizeof line - 1));
   return 0;

@@ -15,6 +15,10 @@ void set_wx_policy(WxPolicy p) noexcept;
 
 // 0 when `prot` may be applied by `caller`, -EACCES when the policy denies
 // writable-and-executable; under "log" it reports the call on stderr.
+// PROT_READ|PROT_WRITE counts as writable and executable while the process
+// has READ_IMPLIES_EXEC (the kernel then adds PROT_EXEC).
+// Async-signal-safe: no allocation, no lock.
+bool read_implies_exec() noexcept;
 int check_wx(const char* caller, const void* addr, std::size_t len, int prot) noexcept;
 
 }  // namespace pkeys::core

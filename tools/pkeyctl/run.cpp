@@ -3,26 +3,43 @@
 //
 // --deny-wx installs a seccomp filter before exec that fails mmap, mmap2,
 // mprotect and pkey_mprotect asking for PROT_WRITE and PROT_EXEC together,
-// and shmat with SHM_EXEC, with EACCES, as systemd's
-// MemoryDenyWriteExecute does; the filter covers the x86-64, i386 and x32
-// system call tables, so raw system calls cannot get around it.
+// shmat with SHM_EXEC, and personality() turning READ_IMPLIES_EXEC on (the
+// kernel would then add PROT_EXEC to every PROT_READ), with EACCES, as
+// systemd's MemoryDenyWriteExecute does; the filter covers the x86-64, i386
+// and x32 system call tables, so raw system calls cannot get around it.
+// i386's old_mmap takes its arguments in memory, where a filter cannot
+// look, so it is refused whatever it asks (i386 libcs use mmap2).
+// What is decided at exec no filter can refuse: pkeyctl clears a
+// READ_IMPLIES_EXEC it inherited, and refuses a program the kernel would
+// start with an executable stack or with READ_IMPLIES_EXEC (an i386 ELF
+// without PT_GNU_STACK). Where the kernel has it (Linux 6.3+) pkeyctl also
+// turns on memory-deny-write-execute (PR_SET_MDWE; inherited, irrevocable),
+// which also refuses making memory executable that was not.
 // --log-wx lets the program run and reports each such call: the filter
 // hands it to pkeyctl (SECCOMP_RET_USER_NOTIF), which prints it and lets
 // the kernel carry it out (SECCOMP_USER_NOTIF_FLAG_CONTINUE).
+#include <elf.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "commands.hpp"
 
@@ -30,50 +47,195 @@ namespace pkeyctl {
 namespace {
 
 constexpr int kFailure = 125;  // pkeyctl itself failed (as env(1), timeout(1))
+constexpr int kCannotRun = 126;
 
-// Builds the filter; `action` for the offending calls.
-scmp_filter_ctx build_filter(std::uint32_t action, std::string* error) {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (!ctx) {
-    *error = "seccomp_init failed";
-    return nullptr;
-  }
-  for (std::uint32_t arch : {SCMP_ARCH_X86, SCMP_ARCH_X32}) {
-    const int r = seccomp_arch_add(ctx, arch);
-    if (r != 0 && r != -EEXIST) {
-      *error = std::string("seccomp_arch_add: ") + std::strerror(-r);
-      seccomp_release(ctx);
-      return nullptr;
-    }
-  }
-  const scmp_datum_t wx = PROT_WRITE | PROT_EXEC;
-  struct Rule {
-    const char* name;
-    scmp_datum_t mask, value;
-  };
-  const Rule rules[] = {{"mmap", wx, wx},
-                        {"mmap2", wx, wx},
-                        {"mprotect", wx, wx},
-                        {"pkey_mprotect", wx, wx},
-                        {"shmat", SHM_EXEC, SHM_EXEC}};
+// Linux 6.3's memory-deny-write-execute, for older headers.
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+#ifndef PR_MDWE_REFUSE_EXEC_GAIN
+#define PR_MDWE_REFUSE_EXEC_GAIN 1
+#endif
+
+struct Rule {
+  const char* name;
+  unsigned arg;  // the argument compared
+  scmp_datum_t mask, value;  // mask 0: the call whatever its arguments
+};
+
+// Adds `rules` to `ctx`, each with `action`, for every architecture in it
+// (libseccomp translates the names per architecture).
+bool add_rules(scmp_filter_ctx ctx, std::uint32_t action, const std::vector<Rule>& rules, std::string* error) {
   for (const Rule& rule : rules) {
     const int nr = seccomp_syscall_resolve_name(rule.name);
     if (nr == __NR_SCMP_ERROR) continue;
-    // The protection (or shmat's flags) is the third argument everywhere.
     // Spelt out: SCMP_A2() is a C compound literal, not ISO C++.
     scmp_arg_cmp cmp{};
-    cmp.arg = 2;
+    cmp.arg = rule.arg;
     cmp.op = SCMP_CMP_MASKED_EQ;
     cmp.datum_a = rule.mask;
     cmp.datum_b = rule.value;
-    const int r = seccomp_rule_add_array(ctx, action, nr, 1, &cmp);
+    const int r =
+        rule.mask == 0 ? seccomp_rule_add(ctx, action, nr, 0) : seccomp_rule_add_array(ctx, action, nr, 1, &cmp);
     if (r != 0) {
       *error = std::string("seccomp_rule_add(") + rule.name + "): " + std::strerror(-r);
-      seccomp_release(ctx);
-      return nullptr;
+      return false;
     }
   }
-  return ctx;
+  return true;
+}
+
+// The rules of every table. The protection (or shmat's flags) is the third
+// argument everywhere. personality() turning READ_IMPLIES_EXEC on, but not
+// the query personality(0xffffffff): libseccomp takes one comparison per
+// argument, so "READ_IMPLIES_EXEC set and not all 32 bits set" is one rule
+// per other bit, "READ_IMPLIES_EXEC set and this bit clear". Only the low
+// 32 bits count, as for the kernel (an unsigned int).
+std::vector<Rule> shared_rules() {
+  const scmp_datum_t wx = PROT_WRITE | PROT_EXEC;
+  std::vector<Rule> rules = {{"mmap2", 2, wx, wx},
+                             {"mprotect", 2, wx, wx},
+                             {"pkey_mprotect", 2, wx, wx},
+                             {"shmat", 2, SHM_EXEC, SHM_EXEC}};
+  for (unsigned bit = 0; bit < 32; ++bit) {
+    if ((1u << bit) == READ_IMPLIES_EXEC) continue;
+    rules.push_back({"personality", 0, READ_IMPLIES_EXEC | (scmp_datum_t{1} << bit), READ_IMPLIES_EXEC});
+  }
+  return rules;
+}
+
+// Builds the filter; `action` for the offending calls. i386 has a filter
+// of its own, merged in: its "mmap" is old_mmap, and its shmat also comes
+// through ipc().
+scmp_filter_ctx build_filter(std::uint32_t action, std::string* error) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  scmp_filter_ctx i386 = seccomp_init(SCMP_ACT_ALLOW);
+  auto fail = [&](const std::string& why) -> scmp_filter_ctx {
+    if (error->empty()) *error = why;
+    if (ctx) seccomp_release(ctx);
+    if (i386) seccomp_release(i386);
+    return nullptr;
+  };
+  if (!ctx || !i386) return fail("seccomp_init failed");
+  int r = seccomp_arch_add(ctx, SCMP_ARCH_X32);
+  if (r != 0 && r != -EEXIST) return fail(std::string("seccomp_arch_add: ") + std::strerror(-r));
+  if ((r = seccomp_arch_remove(i386, SCMP_ARCH_NATIVE)) != 0 || (r = seccomp_arch_add(i386, SCMP_ARCH_X86)) != 0)
+    return fail(std::string("seccomp_arch_add(x86): ") + std::strerror(-r));
+  const scmp_datum_t wx = PROT_WRITE | PROT_EXEC;
+  std::vector<Rule> rules = shared_rules();
+  std::vector<Rule> i386_rules = rules;
+  rules.push_back({"mmap", 2, wx, wx});
+  // old_mmap (i386's "mmap", number 90) reads its arguments from memory,
+  // where a filter cannot look: refused whatever it asks.
+  i386_rules.push_back({"mmap", 0, 0, 0});
+  if (!add_rules(ctx, action, rules, error) || !add_rules(i386, action, i386_rules, error)) return fail("");
+  // libseccomp adds ipc(SHMAT, id, flags, ...) for shmat with the call
+  // exactly SHMAT (21), but the kernel ignores the version in the top 16
+  // bits of the call: match on the low 16 alone as well.
+  scmp_arg_cmp cmp[2]{};
+  cmp[0].arg = 0;
+  cmp[0].op = SCMP_CMP_MASKED_EQ;
+  cmp[0].datum_a = 0xffff;
+  cmp[0].datum_b = 21;  // SHMAT
+  cmp[1].arg = 2;
+  cmp[1].op = SCMP_CMP_MASKED_EQ;
+  cmp[1].datum_a = SHM_EXEC;
+  cmp[1].datum_b = SHM_EXEC;
+  const int ipc = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86, "ipc");
+  if (ipc != __NR_SCMP_ERROR && (r = seccomp_rule_add_exact_array(i386, action, ipc, 2, cmp)) != 0)
+    return fail(std::string("seccomp_rule_add(ipc): ") + std::strerror(-r));
+  if ((r = seccomp_merge(ctx, i386)) != 0) return fail(std::string("seccomp_merge: ") + std::strerror(-r));
+  return ctx;  // i386 is part of it now
+}
+
+// Why the kernel would start `path` with memory writable and executable,
+// or "" when it would not, or when `path` is no ELF file (exec then says
+// what is wrong). A script is judged by its interpreter, which the kernel
+// runs (up to 4 levels, as the kernel).
+std::string exec_hazard(const std::string& path, int depth = 0) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return "";  // exec reports it
+    return std::string("cannot be read to check it: ") + std::strerror(errno);
+  }
+  unsigned char head[256] = {};  // as much as the kernel reads (BINPRM_BUF_SIZE)
+  const ssize_t n = ::pread(fd, head, sizeof head, 0);
+  if (n >= 2 && head[0] == '#' && head[1] == '!') {
+    ::close(fd);
+    auto at = static_cast<std::size_t>(2);
+    const auto size = static_cast<std::size_t>(n);
+    while (at < size && (head[at] == ' ' || head[at] == '\t')) ++at;
+    std::size_t end = at;
+    while (end < size && head[end] != ' ' && head[end] != '\t' && head[end] != '\n' && head[end] != 0) ++end;
+    const std::string interpreter(reinterpret_cast<const char*>(head) + at, end - at);
+    if (interpreter.empty() || depth >= 4) return "";
+    const std::string why = exec_hazard(interpreter, depth + 1);
+    return why.empty() ? "" : "its interpreter " + interpreter + ": " + why;
+  }
+  const bool is64 = n >= EI_NIDENT && head[EI_CLASS] == ELFCLASS64;
+  std::uint64_t phoff = 0;
+  unsigned phentsize = 0, phnum = 0, machine = 0;
+  if (n < EI_NIDENT || std::memcmp(head, ELFMAG, SELFMAG) != 0) {
+    ::close(fd);
+    return "";
+  }
+  if (is64 && static_cast<std::size_t>(n) >= sizeof(Elf64_Ehdr)) {
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, head, sizeof eh);
+    phoff = eh.e_phoff, phentsize = eh.e_phentsize, phnum = eh.e_phnum, machine = eh.e_machine;
+  } else if (!is64 && static_cast<std::size_t>(n) >= sizeof(Elf32_Ehdr)) {
+    Elf32_Ehdr eh;
+    std::memcpy(&eh, head, sizeof eh);
+    phoff = eh.e_phoff, phentsize = eh.e_phentsize, phnum = eh.e_phnum, machine = eh.e_machine;
+  }
+  const unsigned size = is64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr);
+  bool whole = phentsize == size && phnum > 0, gnu_stack = false, exec_stack = false;
+  for (unsigned i = 0; whole && i < phnum; ++i) {
+    unsigned char raw[sizeof(Elf64_Phdr)];
+    if (::pread(fd, raw, size, static_cast<off_t>(phoff + std::uint64_t{i} * size)) != static_cast<ssize_t>(size)) {
+      whole = false;
+      break;
+    }
+    std::uint32_t type, flags;
+    if (is64) {
+      Elf64_Phdr ph;
+      std::memcpy(&ph, raw, sizeof ph);
+      type = ph.p_type, flags = ph.p_flags;
+    } else {
+      Elf32_Phdr ph;
+      std::memcpy(&ph, raw, sizeof ph);
+      type = ph.p_type, flags = ph.p_flags;
+    }
+    if (type == PT_GNU_STACK) {
+      gnu_stack = true;
+      exec_stack = (flags & PF_X) != 0;
+    }
+  }
+  ::close(fd);
+  if (!whole) return "";  // the kernel refuses it (ENOEXEC)
+  if (exec_stack) return "it asks for an executable stack (PT_GNU_STACK with PF_X)";
+  // The kernel sets READ_IMPLIES_EXEC for an i386 program without one.
+  if (!is64 && machine == EM_386 && !gnu_stack)
+    return "the kernel would run it with READ_IMPLIES_EXEC (an i386 program without PT_GNU_STACK)";
+  return "";
+}
+
+// The file execvp would run for `name`, or "" when there is none (execvp
+// then says why).
+std::string find_program(const char* name) {
+  if (std::strchr(name, '/')) return name;
+  const char* path = std::getenv("PATH");
+  const std::string dirs = path ? path : "/bin:/usr/bin";  // glibc's default
+  for (std::size_t at = 0;;) {
+    const std::size_t colon = dirs.find(':', at);
+    const std::string dir = dirs.substr(at, colon == std::string::npos ? std::string::npos : colon - at);
+    const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    struct stat st;
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(candidate.c_str(), X_OK) == 0)
+      return candidate;
+    if (colon == std::string::npos) return "";
+    at = colon + 1;
+  }
 }
 
 // A child's wait status as a shell reports it: its exit status, or 128 + N
@@ -87,7 +249,25 @@ int exit_status(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 1
   ::_exit(errno == ENOENT ? 127 : 126);
 }
 
-int deny(char** program) {
+int deny(char** program, bool verbose) {
+  const std::string file = find_program(program[0]);
+  if (const std::string why = file.empty() ? "" : exec_hazard(file); !why.empty()) {
+    std::fprintf(stderr, "pkeyctl run: %s: %s: refused under --deny-wx\n", file.c_str(), why.c_str());
+    return kCannotRun;
+  }
+  // A READ_IMPLIES_EXEC pkeyctl inherited (setarch -X) would pass to PROGRAM.
+  const int persona = ::personality(0xffffffff);
+  if (persona != -1 && (static_cast<unsigned>(persona) & READ_IMPLIES_EXEC) != 0 &&
+      ::personality(static_cast<unsigned>(persona) & ~static_cast<unsigned>(READ_IMPLIES_EXEC)) == -1) {
+    std::fprintf(stderr, "pkeyctl run: cannot clear READ_IMPLIES_EXEC: %s\n", std::strerror(errno));
+    return kFailure;
+  }
+  // Best effort: kernels before 6.3 have no MDWE (EINVAL), and the filter
+  // stands alone there.
+  std::string mdwe = "yes";
+  if (::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0L, 0L, 0L) != 0)
+    mdwe = errno == EINVAL ? "no (this kernel has no PR_SET_MDWE; Linux 6.3 and later have it)"
+                           : std::string("no (PR_SET_MDWE: ") + std::strerror(errno) + ")";
   std::string error;
   scmp_filter_ctx ctx = build_filter(SCMP_ACT_ERRNO(EACCES), &error);
   if (!ctx) {
@@ -100,6 +280,8 @@ int deny(char** program) {
     std::fprintf(stderr, "pkeyctl run: seccomp_load: %s\n", std::strerror(-r));
     return kFailure;
   }
+  if (verbose)
+    std::fprintf(stderr, "pkeyctl run: W^X denied by: seccomp filter (x86-64, i386, x32); MDWE: %s\n", mdwe.c_str());
   exec_program(program);
 }
 
@@ -151,6 +333,35 @@ std::string prot_string(unsigned long long prot) {
   return s.empty() ? "PROT_NONE" : s;
 }
 
+// Prints one offending call. old_mmap's arguments are read from the
+// caller's memory; one that asks for no W+X passes without a word.
+void report(const seccomp_notif& req) {
+  char* name = seccomp_syscall_resolve_num_arch(req.data.arch, req.data.nr);
+  const std::string call = name ? name : "?";
+  std::free(name);
+  const auto* a = req.data.args;
+  if (req.data.arch == SCMP_ARCH_X86 && call == "mmap") {
+    std::uint32_t args[6];  // addr, len, prot, flags, fd, offset
+    iovec local{args, sizeof args};
+    iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(a[0])), sizeof args};
+    if (::process_vm_readv(req.pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(sizeof args)) {
+      std::fprintf(stderr, "pkeyctl: W^X: pid %d: old_mmap(arguments at 0x%llx unreadable)\n", req.pid,
+                   static_cast<unsigned long long>(a[0]));
+    } else if ((args[2] & (PROT_WRITE | PROT_EXEC)) == (PROT_WRITE | PROT_EXEC)) {
+      std::fprintf(stderr, "pkeyctl: W^X: pid %d: old_mmap(0x%x, %u, %s)\n", req.pid, args[0], args[1],
+                   prot_string(args[2]).c_str());
+    }
+  } else if (call == "personality") {
+    std::fprintf(stderr, "pkeyctl: W^X: pid %d: personality(0x%llx: READ_IMPLIES_EXEC)\n", req.pid,
+                 static_cast<unsigned long long>(a[0] & 0xffffffffu));
+  } else {
+    const bool flags = call == "shmat" || call == "ipc";
+    std::fprintf(stderr, "pkeyctl: W^X: pid %d: %s(0x%llx, %llu, %s)\n", req.pid, call.c_str(),
+                 static_cast<unsigned long long>(a[0]), static_cast<unsigned long long>(a[1]),
+                 flags ? "SHM_EXEC" : prot_string(a[2]).c_str());
+  }
+}
+
 // Prints each offending call and lets it proceed, until the child exits.
 int supervise(pid_t child, int notify_fd) {
   int status = 0;
@@ -168,13 +379,7 @@ int supervise(pid_t child, int notify_fd) {
         return kFailure;
       }
       if (seccomp_notify_receive(notify_fd, req) == 0) {
-        char* name = seccomp_syscall_resolve_num_arch(req->data.arch, req->data.nr);
-        const bool is_shmat = name && std::strcmp(name, "shmat") == 0;
-        std::fprintf(stderr, "pkeyctl: W^X: pid %d: %s(0x%llx, %llu, %s)\n", req->pid, name ? name : "?",
-                     static_cast<unsigned long long>(req->data.args[0]),
-                     static_cast<unsigned long long>(req->data.args[1]),
-                     is_shmat ? "SHM_EXEC" : prot_string(req->data.args[2]).c_str());
-        std::free(name);
+        report(*req);
         resp->id = req->id;
         resp->error = 0;
         resp->val = 0;
@@ -193,7 +398,7 @@ int supervise(pid_t child, int notify_fd) {
   return exit_status(status);
 }
 
-int log_only(char** program) {
+int log_only(char** program, bool verbose) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     std::fprintf(stderr, "pkeyctl run: socketpair: %s\n", std::strerror(errno));
@@ -228,6 +433,7 @@ int log_only(char** program) {
     ::waitpid(child, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : kFailure;
   }
+  if (verbose) std::fputs("pkeyctl run: W^X logged by: seccomp user notification (x86-64, i386, x32)\n", stderr);
   const int r = supervise(child, fd);
   ::close(fd);
   return r;
@@ -236,11 +442,14 @@ int log_only(char** program) {
 }  // namespace
 
 int run(int argc, char** argv) {
-  static const char kUsage[] = "usage: pkeyctl run --deny-wx|--log-wx -- PROGRAM [ARGS...]\n";
+  static const char kUsage[] = "usage: pkeyctl run --deny-wx|--log-wx [--verbose] -- PROGRAM [ARGS...]\n";
   int i = 1;
   enum { none, deny_wx, log_wx } mode = none;
+  bool verbose = false;
   for (; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
-    if (std::strcmp(argv[i], "--deny-wx") == 0 || std::strcmp(argv[i], "--log-wx") == 0) {
+    if (std::strcmp(argv[i], "--verbose") == 0) {
+      verbose = true;
+    } else if (std::strcmp(argv[i], "--deny-wx") == 0 || std::strcmp(argv[i], "--log-wx") == 0) {
       const auto wanted = argv[i][2] == 'd' ? deny_wx : log_wx;
       if (mode != none && mode != wanted) {
         std::fprintf(stderr, "pkeyctl run: --deny-wx and --log-wx exclude each other: choose one\n%s", kUsage);
@@ -252,13 +461,23 @@ int run(int argc, char** argv) {
           "%s\n"
           "Runs PROGRAM with W^X enforced by a seccomp filter installed before exec:\n"
           "  --deny-wx  mmap, mprotect and pkey_mprotect asking for PROT_WRITE and\n"
-          "             PROT_EXEC together (and shmat with SHM_EXEC) fail with EACCES,\n"
-          "             through libc or raw system calls alike\n"
+          "             PROT_EXEC together (and shmat with SHM_EXEC, personality()\n"
+          "             turning READ_IMPLIES_EXEC on, and i386's old_mmap, whose\n"
+          "             arguments a filter cannot see) fail with EACCES, through\n"
+          "             libc or raw system calls alike. A READ_IMPLIES_EXEC pkeyctl\n"
+          "             inherited is cleared; a PROGRAM the kernel would start with\n"
+          "             an executable stack or READ_IMPLIES_EXEC is refused (126).\n"
+          "             On Linux 6.3+ the kernel's memory-deny-write-execute\n"
+          "             (PR_SET_MDWE) is on too: it also refuses making memory\n"
+          "             executable that was not (for W then X, map memory twice)\n"
           "  --log-wx   such calls succeed, and pkeyctl reports each on stderr\n"
-          "One of the two, not both. PROGRAM is looked up in PATH.\n\n"
+          "  --verbose  say on stderr which mechanisms are active (MDWE: yes, or no\n"
+          "             and why)\n"
+          "One of --deny-wx and --log-wx, not both. PROGRAM is looked up in PATH.\n\n"
           "Exit status: PROGRAM's own, or 128+N when signal N killed it (as a shell\n"
           "reports it); 125 pkeyctl itself failed (the filter could not be installed);\n"
-          "126 PROGRAM was found but cannot be executed; 127 PROGRAM was not found;\n"
+          "126 PROGRAM was found but cannot be executed, or --deny-wx refused it;\n"
+          "127 PROGRAM was not found;\n"
           "2 usage error or an unrecognised PKEYS_WX (PROGRAM did not run).\n",
           kUsage);
       return 0;
@@ -276,7 +495,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   char** program = argv + i + 1;
-  return mode == deny_wx ? deny(program) : log_only(program);
+  return mode == deny_wx ? deny(program, verbose) : log_only(program, verbose);
 }
 
 }  // namespace pkeyctl
