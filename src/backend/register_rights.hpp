@@ -37,6 +37,17 @@ inline constexpr int kRegisterKeys = 16;
   return ~(3u << PKEYS_PKRU_SHIFT(key));
 }
 
+// `key`'s access-disable bit: rights r are r * register_access_bit(key).
+[[gnu::always_inline]] inline std::uint32_t register_access_bit(int key) noexcept {
+  return 1u << PKEYS_PKRU_SHIFT(key);
+}
+
+// Gives the calling thread bits `set` (rights * access bit) on the key
+// whose keep mask is `keep`; returns that key's bits as they were.
+[[gnu::always_inline]] inline std::uint32_t register_exchange_bits(std::uint32_t keep, std::uint32_t set) noexcept {
+  return pkeys_pkru_exchange(keep, set) & ~keep;
+}
+
 // Gives the calling thread `rights` (valid) on `key`, whose keep mask is
 // `keep`, and returns that key's bits as they were, in place, for
 // register_restore.

@@ -27,7 +27,7 @@
 
 namespace pkeys::core {
 
-class Runtime {
+class [[gnu::visibility("hidden")]] Runtime {
  public:
   static constexpr int kKeyLimit = KeyTable::kKeyLimit;
   static constexpr unsigned kAllocAllThreads = KeyTable::kAllocAllThreads;

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "backend/register_rights.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
@@ -179,6 +180,9 @@ int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
     return error;
   }
   sl.vkey = vkey;
+  // The switch's masks for a lock-free begin, published by the state store.
+  v.keep = backend::register_keep_mask(sl.hw_key);
+  v.access_bit = backend::register_access_bit(sl.hw_key);
   v.state.store(VKeyRecord::kLive | (static_cast<std::uint64_t>(slot + 1) << VKeyRecord::kSlotShift) |
                     (static_cast<std::uint64_t>(sl.hw_key) << VKeyRecord::kHwKeyShift) | 1,
                 std::memory_order_release);

@@ -18,7 +18,7 @@ namespace pkeys::core {
 // pins (bits 0-31) | hardware-cache slot + 1 (bits 32-39, 0: not cached) |
 // kBusy (no new pins: being evicted) | kLive | the slot's hardware key
 // (bits 48-55, while cached).
-struct VKeyRecord {
+struct alignas(64) VKeyRecord {  // a cache line: an index is a shift, no false sharing
   static constexpr std::uint64_t kPinMask = 0xffffffffull;
   static constexpr int kSlotShift = 32;
   static constexpr std::uint64_t kSlotMask = 0xffull << kSlotShift;
@@ -29,14 +29,20 @@ struct VKeyRecord {
   // Whether a begin may pin a vkey in `state` without the lock: live, not
   // being evicted, holding a slot.
   static bool pinnable(std::uint64_t state) noexcept {
-    return ((state >> kSlotShift) & ((kLive | kBusy) >> kSlotShift)) == (kLive >> kSlotShift) &&
-           (state & kSlotMask) != 0;
+    // Bits 32-41 as one number: live (0x200), not busy (0x100), slot 1..255.
+    static_assert(kLive >> kSlotShift == 0x200 && kBusy >> kSlotShift == 0x100 && kSlotMask >> kSlotShift == 0xff);
+    return static_cast<std::uint32_t>((state >> kSlotShift) & 0x3ff) - 0x201u <= 0xfeu;
   }
   static int hw_key_of(std::uint64_t state) noexcept { return static_cast<int>((state >> kHwKeyShift) & 0xff); }
 
   std::atomic<std::uint64_t> state{0};
   std::atomic<std::uint64_t> last_use{0};  // the cache's LRU clock
   unsigned base = 0;  // process-wide rights; guarded by the lock
+  // While cached: the rights switch's masks for its hardware key (the bits
+  // it leaves alone, its access-disable bit), set before the state that
+  // publishes the slot, read by begin once pinned.
+  std::uint32_t keep = ~0u;
+  std::uint32_t access_bit = 0;
   // Emulation: the begins not yet ended, oldest first, as (sequence,
   // rights); the newest one's rights hold. Guarded by the lock.
   std::vector<std::pair<std::uint64_t, unsigned>> opens;

@@ -151,11 +151,12 @@ class VKeys final : public VKeyPieces, public KeyDonor {
                    unsigned rights) noexcept {
     cache_->touch(*v);
     vkeys_detail::OpenVKey& e = open.entries[n + 1];
-    const std::uint32_t keep = backend::register_keep_mask(hw_key);
+    (void)hw_key;
+    const std::uint32_t keep = v->keep;
     e.record = v;
     e.vkey = vkey;
     e.keep = keep;
-    e.saved = backend::register_exchange(hw_key, keep, rights);
+    e.saved = backend::register_exchange_bits(keep, rights * v->access_bit);
     open.n = n + 1;
   }
 
