@@ -251,3 +251,62 @@ TEST(VKeysStress, DestroyRacingBeginLeavesEveryVKeyConsistent) {
   EXPECT_EQ(after.live, before.live) << "a vkey no one can reach is still counted";
   EXPECT_EQ(after.pinned, 0u);
 }
+
+// Shrinking the cache claims idle vkeys while other threads open and close
+// them without the lock. Each claimed slot must be given back once: a slot
+// claimed twice gave its key back twice and left another slot holding a
+// key the cache no longer counted (a number lost to pkey_alloc for good).
+TEST(VKeysStress, CacheLimitChangesRacingBeginsLoseNoKey) {
+  pkeys_vkey_stats st{};
+  ASSERT_EQ(pkeys_vkey_get_stats(&st), 0) << pkeys_test::errno_str();
+  if (st.capacity == 0) GTEST_SKIP() << "no vkey cache on this backend (it has no per-thread rights)";
+  const int capacity = static_cast<int>(st.capacity);
+  constexpr int kVKeys = 3, kRounds = 3000;
+  const auto allocatable = [] {
+    std::vector<int> keys;
+    for (int k; (k = pkey_alloc(0, 0)) >= 0;) keys.push_back(k);
+    for (int k : keys) pkey_free(k);
+    return keys.size();
+  };
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(0), 0) << pkeys_test::errno_str();
+  const std::size_t free_keys = allocatable();
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(kVKeys), 0) << pkeys_test::errno_str();
+  int ids[kVKeys];
+  for (int& id : ids) ASSERT_GT(id = pkeys_vkey_create(0), 0) << pkeys_test::errno_str();
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> odd{0};
+  std::atomic<int> odd_errno{0};
+  long shrinks = 0;
+  {
+    std::vector<pkeys_test::ScopedThread> threads;
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back(
+          [&, t] {
+            for (unsigned n = static_cast<unsigned>(t); !stop.load(std::memory_order_relaxed); ++n) {
+              const int v = ids[n % kVKeys];
+              if (pkeys_vkey_begin(v, 0) == 0) {
+                if (pkeys_vkey_end(v) != 0) ++odd;
+              } else if (errno != EBUSY) {  // EBUSY: the cache is 0 just now
+                odd_errno = errno;
+                ++odd;
+              }
+            }
+          },
+          [&] { stop = true; });
+    for (int round = 0; round < kRounds; ++round) {
+      if (pkeys_vkey_set_cache_limit(0) == 0) ++shrinks;
+      ASSERT_EQ(pkeys_vkey_set_cache_limit(kVKeys), 0) << pkeys_test::errno_str();
+    }
+  }
+  std::printf("%ld of %d shrinks succeeded\n", shrinks, kRounds);
+  errno = odd_errno;
+  EXPECT_EQ(odd.load(), 0) << pkeys_test::errno_str();
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(0), 0) << pkeys_test::errno_str();
+  ASSERT_EQ(pkeys_vkey_get_stats(&st), 0) << pkeys_test::errno_str();
+  EXPECT_EQ(st.hardware_keys, 0u);
+  EXPECT_EQ(st.cached, 0u) << "a vkey still holds a key the cache gave back";
+  EXPECT_EQ(allocatable(), free_keys) << "hardware keys lost";
+  for (int id : ids) EXPECT_EQ(pkeys_vkey_destroy(id), 0) << pkeys_test::errno_str();
+  EXPECT_EQ(pkeys_vkey_set_cache_limit(capacity), 0) << pkeys_test::errno_str();
+}

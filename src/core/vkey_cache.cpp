@@ -94,9 +94,10 @@ int VKeyCache::evict_locked(int slot) {
 bool VKeyCache::claim_locked(int slot) noexcept {
   VKeyRecord* v = table_.find(slots_[static_cast<std::size_t>(slot)].vkey);
   if (!v) return false;
-  // Fails if a pin came in since the caller looked.
+  // Fails if a pin came in since the caller looked, or the slot is claimed
+  // already (claiming it twice would give its key back twice).
   std::uint64_t s = v->state.load(std::memory_order_acquire);
-  return (s & VKeyRecord::kPinMask) == 0 &&
+  return (s & (VKeyRecord::kPinMask | VKeyRecord::kBusy)) == 0 &&
          v->state.compare_exchange_strong(s, s | VKeyRecord::kBusy, std::memory_order_acq_rel);
 }
 
@@ -116,27 +117,28 @@ bool VKeyCache::claim_idle_locked(int n, int* out) noexcept {
     if (slots_[static_cast<std::size_t>(i)].hw_key >= 0 && slots_[static_cast<std::size_t>(i)].vkey == 0)
       out[claimed++] = i;
   const int free_slots = claimed;
-  // Then cached vkeys, least recently used first; a pinned one is passed over.
-  std::uint64_t after = 0;  // last_use of the previous candidate
-  int after_slot = -1;
+  // Then cached vkeys, least recently used first; a pinned one is passed
+  // over. Each slot is tried once: its last use may move on while we look
+  // (a begin and end in between), so an order by last use could meet it
+  // again.
+  std::uint32_t tried = 0;
+  static_assert(std::tuple_size_v<decltype(slots_)> <= 32);
   while (claimed < n) {
     int best = -1;
     std::uint64_t best_use = ~0ull;
     for (int i = 0; i < slot_count_; ++i) {
       const int vk = slots_[static_cast<std::size_t>(i)].vkey;
-      if (vk == 0) continue;
+      if (vk == 0 || (tried >> i & 1u)) continue;
       const VKeyRecord* v = table_.find(vk);
       if (!v) continue;
       const std::uint64_t used = v->last_use.load(std::memory_order_relaxed);
-      // In (last_use, slot) order, after the previous candidate.
-      if ((used > after || (used == after && i > after_slot)) && (used < best_use || best < 0)) {
+      if (best < 0 || used < best_use) {
         best = i;
         best_use = used;
       }
     }
     if (best < 0) break;
-    after = best_use;
-    after_slot = best;
+    tried |= 1u << best;
     if (claim_locked(best)) out[claimed++] = best;
   }
   if (claimed == n) return true;
