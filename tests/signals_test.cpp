@@ -168,3 +168,62 @@ TEST(SignalsFaultPkey, InAHandlerNeverWaitsForItsOwnThread) {
   ASSERT_EQ(::munmap(p, page_size()), 0);
   EXPECT_EQ(pkey_free(k), 0);
 }
+
+namespace {
+
+// Single-stepping: a SIGTRAP after every instruction of the stepped code.
+// The handler adopts the interrupted rights at one chosen step only (an
+// adoption at every step would hide what an earlier one broke), so that
+// running the same switch once per step puts the adopting handler at each
+// instruction boundary of it in turn.
+volatile sig_atomic_t g_stop_stepping = 0;
+volatile long g_step = 0, g_adopt_at = -1;
+constexpr greg_t kTrapFlag = 0x100;
+
+void stepping_handler(int, siginfo_t*, void* uc) {
+  const long step = g_step;
+  g_step = step + 1;
+  if (step == g_adopt_at) (void)pkeys_signal_enter(uc);
+  auto* ctx = static_cast<ucontext_t*>(uc);
+  if (g_stop_stepping) ctx->uc_mcontext.gregs[REG_EFL] &= ~kTrapFlag;
+}
+
+// Sets `key` to `rights`, single-stepped; returns the number of steps.
+[[gnu::noinline]] long step_through(int key, unsigned rights, long adopt_at) {
+  g_step = 0;
+  g_adopt_at = adopt_at;
+  g_stop_stepping = 0;
+  __asm__ volatile("pushfq\n\torq $0x100, (%%rsp)\n\tpopfq" ::: "memory", "cc");
+  (void)pkey_set(key, rights);
+  g_stop_stepping = 1;
+  __asm__ volatile("" ::: "memory");
+  return g_step;
+}
+
+}  // namespace
+
+// A handler that adopts the interrupted rights, landing inside a switch
+// between its two edits of the thread's PKRU copy, must leave the copy
+// whole: it restarts the switch. Otherwise the copy kept both the old
+// and the new bits, and cross-thread changes compared against a copy
+// that lies.
+TEST_F(Signals, AdoptingInsideASwitchKeepsTheThreadsCopyTrue) {
+  if (!hardware_backend()) GTEST_SKIP() << "backend " << pkeys_backend() << ": no PKRU to adopt";
+  struct sigaction sa {}, old {};
+  sa.sa_sigaction = stepping_handler;
+  sa.sa_flags = SA_SIGINFO;
+  ASSERT_EQ(::sigaction(SIGTRAP, &sa, &old), 0) << errno_str();
+  const unsigned kRights[] = {0, PKEY_DISABLE_WRITE, PKEY_DISABLE_ACCESS};
+  const long steps = step_through(g_key, 0, -1);
+  EXPECT_GT(steps, 10) << "the switch was single-stepped";
+  for (unsigned from : kRights)
+    for (unsigned to : kRights)
+      for (long at = 0; at < steps; ++at) {
+        ASSERT_EQ(pkey_set(g_key, from), 0) << errno_str();
+        step_through(g_key, to, at);
+        EXPECT_EQ(pkey_get(g_key), static_cast<int>(to));
+        EXPECT_EQ(pkeys_thread_pkru, pkeys_rdpkru())
+            << "from rights " << from << " to " << to << ", adopted at step " << at;
+      }
+  ::sigaction(SIGTRAP, &old, nullptr);
+}

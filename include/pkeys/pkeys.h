@@ -196,8 +196,10 @@ PKEYS_API int pkeys_sync_signal(void) __THROW;
  * rights (glibc bug 22396). */
 
 /* Call first in a SA_SIGINFO handler, with its third argument: gives the
- * handler the rights of the code the signal interrupted.
- * Async-signal-safe. No-op on the emulation (rights are process-wide).
+ * handler the rights of the code the signal interrupted. If the signal
+ * landed inside one of pkeys' rights switches, that switch starts over
+ * when the handler returns (it is idempotent), so that the thread's record
+ * of its rights stays whole. Async-signal-safe. No-op on the emulation (rights are process-wide).
  * Errors: EINVAL (`ucontext` NULL), ENOTSUP (the frame holds no PKRU). */
 PKEYS_API int pkeys_signal_enter(const void *ucontext) __THROW;
 

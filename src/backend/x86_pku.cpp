@@ -7,6 +7,7 @@
 #include <mutex>
 #include <new>
 
+#include "arch/x86_64/pkru_switches.hpp"
 #include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
 #include "backend/register_rights.hpp"
@@ -136,6 +137,12 @@ int X86PkuBackend::adopt_interrupted_rights(const void* ucontext) noexcept {
   std::uint32_t pkru;
   if (!ucontext) return -EINVAL;
   if (!arch::frame_pkru(ucontext, &pkru)) return -ENOTSUP;
+  // Interrupted inside a switch, between its two edits of the thread's
+  // copy: the copy about to be replaced is half-edited, and the switch's
+  // second edit would OR its bits into the whole value written here. Sent
+  // back to its start, the switch redoes both edits on this value. (The
+  // frame is the kernel's, writable; the pointer is const for callers.)
+  (void)arch::restart_interrupted_switch(const_cast<void*>(ucontext));
   pkeys_pkru_update(0, pkru);
   return 0;
 }
