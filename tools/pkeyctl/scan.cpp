@@ -254,7 +254,8 @@ int scan(int argc, char** argv) {
         "A FILE must be a regular file of at most 1 GiB holding a whole ELF64 x86-64\n"
         "image: a truncated or corrupt one is an error, never reported clean. An\n"
         "argument of digits is a PID; write ./123 for a file of that name. Another\n"
-        "user's process needs ptrace access (the same user, or root).\n\n"
+        "user's process needs ptrace access (the same user, or root). A region a\n"
+        "process unmaps or replaces while it is being read is skipped, and counted.\n\n"
         "Exit status: 0 no sequences outside pkeys' own switch routines, 1 some\n"
         "found, 2 usage error or a target that cannot be scanned (no such process\n"
         "or file, unreadable, not a whole ELF file), as grep and diff do.\n",
