@@ -693,6 +693,9 @@ TEST(PkeyctlRun, LogOptionErrors) {
   ASSERT_FALSE(dir.path.empty());
   const Result no_file = run({kPkeyctl, "run", "--log-wx", "--log"});
   EXPECT_EQ(no_file.status, 2) << no_file.err;
+  const Result dashes = run({kPkeyctl, "run", "--log-wx", "--log", "--", "/bin/true"});
+  EXPECT_EQ(dashes.status, 2) << dashes.err;
+  EXPECT_TRUE(contains(dashes.err, "--log needs a FILE")) << dashes.err;
   const Result deny = run({kPkeyctl, "run", "--deny-wx", "--log", dir.path + "/log", "--", "/bin/true"});
   EXPECT_EQ(deny.status, 2) << deny.err;
   EXPECT_TRUE(contains(deny.err, "--log goes with --log-wx")) << deny.err;

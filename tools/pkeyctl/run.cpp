@@ -604,7 +604,7 @@ int run(int argc, char** argv) {
       opt.mode = wanted;
     } else if (std::strcmp(argv[i], "--log") == 0 || std::strncmp(argv[i], "--log=", 6) == 0) {
       const char* file = argv[i][5] == '=' ? argv[i] + 6 : i + 1 < argc ? argv[++i] : nullptr;
-      if (!file || !*file) {
+      if (!file || !*file || std::strcmp(file, "--") == 0) {
         std::fprintf(stderr, "pkeyctl run: --log needs a FILE\n%s", kUsage);
         return 2;
       }
