@@ -658,6 +658,21 @@ TEST(PkeyctlRun, ForwardsTerminationSignalsToTheProgram) {
   }
 }
 
+// Once the program has exited, a signal goes to the descendants pkeyctl
+// adopted (the daemon it left behind).
+TEST(PkeyctlRun, LogWxForwardsToAdoptedDescendantsOnceTheChildIsGone) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  const std::string script =
+      "(trap 'echo got-TERM; exit 0' TERM; while kill -0 $$ 2>/dev/null; do sleep 0.01; done; echo ready; "
+      "i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done) & exit 5";
+  Options opt = timeout(60);
+  opt.signal_when = "ready\n";
+  opt.signal = SIGTERM;
+  const Result r = run({kPkeyctl, "run", "--log-wx", "--", "/bin/sh", "-c", script}, opt);
+  EXPECT_EQ(r.status, 5) << "the child's status: " << r.err;
+  EXPECT_EQ(r.out, "ready\ngot-TERM\n") << r.err;
+}
+
 // stderr a pipe nobody reads (`2>&1 | head -2` once head is done): the
 // reports are lost, the program's calls still succeed.
 TEST(PkeyctlRun, LogWxToAClosedPipeStillLetsCallsThrough) {
