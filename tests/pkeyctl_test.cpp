@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/personality.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -36,6 +37,9 @@ struct Options {
   uid_t uid = 0;                           // nonzero: run as this user (needs root)
   int timeout_s = 120;                     // then SIGKILL: status 137, not a hung suite
   unsigned long persona = 0;               // nonzero: the child's personality(2)
+  bool stderr_closed_pipe = false;         // stderr a pipe that nobody reads
+  std::string signal_when;                 // once stdout holds this, send `signal`
+  int signal = 0;
 };
 
 Options timeout(int seconds) {
@@ -54,6 +58,8 @@ Options with_env(const std::string& name, const std::string& value) {
   return o;
 }
 
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
 const char kCannotSwitchUser[] = "test harness: setuid failed\n";
 
 // Runs `args` (argv[0] an absolute path) and collects its output. Both
@@ -66,6 +72,12 @@ Result run(std::vector<std::string> args, const Options& opt = {}) {
   if (pid == 0) {
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    if (opt.stderr_closed_pipe) {
+      // Made here, and its reading end closed before exec: no reader, ever.
+      int closed[2];
+      if (::pipe(closed) != 0 || ::close(closed[0]) != 0 || ::dup2(closed[1], 2) != 2) ::_exit(126);
+      ::close(closed[1]);
+    }
     for (const auto& [name, value] : opt.env) {
       if (value.empty()) ::unsetenv(name.c_str());
       else ::setenv(name.c_str(), value.c_str(), 1);
@@ -87,8 +99,12 @@ Result run(std::vector<std::string> args, const Options& opt = {}) {
   pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
   std::string* sinks[2] = {&r.out, &r.err};
   const auto deadline = t0 + std::chrono::seconds(opt.timeout_s);
-  bool killed = false;
+  bool killed = false, signalled = opt.signal == 0;
   for (int open = 2; open > 0;) {
+    if (!signalled && contains(r.out, opt.signal_when)) {
+      ::kill(pid, opt.signal);
+      signalled = true;
+    }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0 && !killed) {
       ::kill(pid, SIGKILL);
@@ -117,8 +133,6 @@ Result run(std::vector<std::string> args, const Options& opt = {}) {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 const std::string kPkeyctl = PKEYCTL_PATH;
 
@@ -269,6 +283,42 @@ TEST(PkeyctlScan, LiveProcesses) {
   EXPECT_TRUE(contains(bad.out, "planted_xrstor+0x0")) << bad.out;
   const Result good = run({kPkeyctl, "scan", std::to_string(clean.pid)});
   EXPECT_EQ(good.status, 0) << good.out << good.err;
+}
+
+// A target that maps and unmaps executable regions all the time: a region
+// read from its map may be gone when its memory is read. Such a region is
+// skipped (and counted), never a failed scan.
+TEST(PkeyctlScan, RegionsThatVanishDuringTheScanAreSkipped) {
+  const pid_t churner = ::fork();
+  ASSERT_GE(churner, 0);
+  if (churner == 0) {
+    // Large (read in many chunks), and the same sizes again and again, so
+    // that a new region often takes the place of the one just unmapped.
+    const std::size_t sizes[] = {std::size_t{16} << 20, std::size_t{1} << 20, 4096};
+    for (unsigned i = 0;; ++i) {
+      const std::size_t size = sizes[i % 3];
+      void* p = ::mmap(nullptr, size, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) ::_exit(1);
+      if (i % 2) ::mprotect(p, size, PROT_NONE);
+      ::munmap(p, size);
+    }
+  }
+  struct Killer {
+    pid_t pid;
+    ~Killer() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } killer{churner};
+  int failed = 0;
+  for (int i = 0; i < 80 && failed < 3; ++i) {
+    const Result r = run({kPkeyctl, "scan", std::to_string(churner)}, timeout(60));
+    // 0 or 1: the test program's libraries may hold XRSTORs (ld.so).
+    if (r.status != 0 && r.status != 1) {
+      ++failed;
+      ADD_FAILURE() << "scan " << i << ": status " << r.status << ": " << r.err;
+    }
+  }
 }
 
 TEST(PkeyctlScan, Errors) {
@@ -554,6 +604,123 @@ TEST(PkeyctlRun, PassesTheProgramsStatusThrough) {
     EXPECT_EQ(denied.status, 126) << mode << ": " << denied.err;
     EXPECT_TRUE(contains(denied.err, "Permission denied")) << denied.err;
   }
+}
+
+// What wx_probe prints when every W+X call it makes succeeds.
+std::string probe_all_ok() {
+  return std::string(
+             "libc-mmap-rwx: ok\n"
+             "libc-mprotect-rwx: ok\n"
+             "syscall-mmap-rwx: ok\n"
+             "syscall-mprotect-rwx: ok\n"
+             "syscall-pkey_mprotect-rwx: ok\n") +
+         (int80_supported() ? "int80-mprotect-rwx: ok\nint80-old_mmap-rwx: ok\n"
+                            : "int80-mprotect-rwx: unsupported\nint80-old_mmap-rwx: unsupported\n");
+}
+
+int count_of(const std::string& s, const std::string& part) {
+  int n = 0;
+  for (std::size_t at = 0; (at = s.find(part, at)) != std::string::npos; at += part.size()) ++n;
+  return n;
+}
+
+// A daemon's grandchild, still running after the program pkeyctl started
+// has exited, stays supervised: its W+X calls are reported and succeed
+// (with no supervisor they would fail with ENOSYS).
+TEST(PkeyctlRun, LogWxSupervisesAGrandchildThatOutlivesTheChild) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  // The grandchild waits until its parent is gone (exited and reaped).
+  const std::string script =
+      std::string("(while kill -0 $$ 2>/dev/null; do sleep 0.01; done; exec ") + WX_PROBE_PATH + ") & exit 0";
+  const Result r = run({kPkeyctl, "run", "--log-wx", "--", "/bin/sh", "-c", script}, timeout(60));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, probe_all_ok()) << r.err;
+  EXPECT_EQ(count_of(r.err, "pkeyctl: W^X: pid "), int80_supported() ? 7 : 5) << r.err;
+}
+
+// A signal sent to pkeyctl reaches the program, which decides what it
+// means; pkeyctl then returns the program's status.
+TEST(PkeyctlRun, ForwardsTerminationSignalsToTheProgram) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  for (const char* mode : {"--log-wx", "--deny-wx"}) {
+    for (const auto& [sig, name] : {std::pair{SIGTERM, "TERM"}, {SIGINT, "INT"}, {SIGHUP, "HUP"}}) {
+      // Bounded (20 s), so that an unsupervised program does not linger.
+      const std::string script = std::string("trap 'echo got-") + name +
+                                 "; exit 7' " + name +
+                                 "; echo ready; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done";
+      Options opt = timeout(60);
+      opt.signal_when = "ready\n";
+      opt.signal = sig;
+      const Result r = run({kPkeyctl, "run", mode, "--", "/bin/sh", "-c", script}, opt);
+      EXPECT_EQ(r.status, 7) << mode << " SIG" << name << ": " << r.out << r.err;
+      EXPECT_EQ(r.out, std::string("ready\ngot-") + name + "\n") << mode << " SIG" << name;
+    }
+  }
+}
+
+// Once the program has exited, a signal goes to the descendants pkeyctl
+// adopted (the daemon it left behind).
+TEST(PkeyctlRun, LogWxForwardsToAdoptedDescendantsOnceTheChildIsGone) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  const std::string script =
+      "(trap 'echo got-TERM; exit 0' TERM; while kill -0 $$ 2>/dev/null; do sleep 0.01; done; echo ready; "
+      "i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done) & exit 5";
+  Options opt = timeout(60);
+  opt.signal_when = "ready\n";
+  opt.signal = SIGTERM;
+  const Result r = run({kPkeyctl, "run", "--log-wx", "--", "/bin/sh", "-c", script}, opt);
+  EXPECT_EQ(r.status, 5) << "the child's status: " << r.err;
+  EXPECT_EQ(r.out, "ready\ngot-TERM\n") << r.err;
+}
+
+// stderr a pipe nobody reads (`2>&1 | head -2` once head is done): the
+// reports are lost, the program's calls still succeed.
+TEST(PkeyctlRun, LogWxToAClosedPipeStillLetsCallsThrough) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  Options opt;
+  opt.stderr_closed_pipe = true;
+  const Result r = run({kPkeyctl, "run", "--log-wx", "--", WX_PROBE_PATH}, opt);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out, probe_all_ok());
+}
+
+TEST(PkeyctlRun, LogWxWritesToTheLogFileAsked) {
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  Scratch dir;
+  ASSERT_FALSE(dir.path.empty());
+  const std::string log = dir.path + "/wx.log";
+  const Result r = run({kPkeyctl, "run", "--log-wx", "--log", log, "--", WX_PROBE_PATH});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, probe_all_ok());
+  EXPECT_EQ(r.err, "") << "the reports go to the log alone";
+  const std::string written = read_file(log);
+  EXPECT_EQ(count_of(written, "pkeyctl: W^X: pid "), int80_supported() ? 7 : 5) << written;
+  // Appended to, never truncated: a second run adds its reports.
+  EXPECT_EQ(run({kPkeyctl, "run", "--log-wx", "--log", log, "--", WX_PROBE_PATH}).status, 0);
+  EXPECT_EQ(count_of(read_file(log), "pkeyctl: W^X: pid "), int80_supported() ? 14 : 10);
+  // The program does not inherit the log's descriptor.
+  const Result fds = run({kPkeyctl, "run", "--log-wx", "--log", log, "--", "/bin/ls", "-l", "/proc/self/fd/"});
+  EXPECT_FALSE(contains(fds.out, "wx.log")) << fds.out;
+}
+
+TEST(PkeyctlRun, LogOptionErrors) {
+  Scratch dir;
+  ASSERT_FALSE(dir.path.empty());
+  const Result no_file = run({kPkeyctl, "run", "--log-wx", "--log"});
+  EXPECT_EQ(no_file.status, 2) << no_file.err;
+  const Result dashes = run({kPkeyctl, "run", "--log-wx", "--log", "--", "/bin/true"});
+  EXPECT_EQ(dashes.status, 2) << dashes.err;
+  EXPECT_TRUE(contains(dashes.err, "--log needs a FILE")) << dashes.err;
+  const Result deny = run({kPkeyctl, "run", "--deny-wx", "--log", dir.path + "/log", "--", "/bin/true"});
+  EXPECT_EQ(deny.status, 2) << deny.err;
+  EXPECT_TRUE(contains(deny.err, "--log goes with --log-wx")) << deny.err;
+  if (!seccomp_works()) GTEST_SKIP() << "seccomp filters cannot be installed here";
+  // A log that cannot be opened: pkeyctl fails (125), PROGRAM never runs.
+  const Result bad = run({kPkeyctl, "run", "--log-wx", "--log", dir.path + "/no/such/dir/log", "--", "/bin/echo",
+                          "ran"});
+  EXPECT_EQ(bad.status, 125) << bad.err;
+  EXPECT_TRUE(contains(bad.err, "No such file or directory")) << bad.err;
+  EXPECT_EQ(bad.out, "");
 }
 
 TEST(PkeyctlHelp, DocumentsExitStatuses) {

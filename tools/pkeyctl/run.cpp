@@ -17,7 +17,14 @@
 // which also refuses making memory executable that was not.
 // --log-wx lets the program run and reports each such call: the filter
 // hands it to pkeyctl (SECCOMP_RET_USER_NOTIF), which prints it and lets
-// the kernel carry it out (SECCOMP_USER_NOTIF_FLAG_CONTINUE).
+// the kernel carry it out (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Once no
+// supervisor holds the notification descriptor, every such call fails with
+// ENOSYS, so pkeyctl must outlive every process that uses the filter: it
+// serves until the kernel reports that none is left (the program's
+// daemonised grandchildren included: pkeyctl is their subreaper, and reaps
+// them, as a zombie still holds the filter), passes the signals that would
+// end it on to the program, and ignores SIGPIPE (a report that cannot be
+// written is lost, never a call).
 #include <elf.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -27,13 +34,16 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/shm.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +66,12 @@ constexpr int kCannotRun = 126;
 #ifndef PR_MDWE_REFUSE_EXEC_GAIN
 #define PR_MDWE_REFUSE_EXEC_GAIN 1
 #endif
+
+struct RunOptions {
+  enum class Mode { none, deny_wx, log_wx } mode = Mode::none;
+  bool verbose = false;
+  const char* log_path = nullptr;  // --log FILE: --log-wx's reports there, not on stderr
+};
 
 struct Rule {
   const char* name;
@@ -249,7 +265,7 @@ int exit_status(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 1
   ::_exit(errno == ENOENT ? 127 : 126);
 }
 
-int deny(char** program, bool verbose) {
+int deny(char** program, const RunOptions& opt) {
   const std::string file = find_program(program[0]);
   if (const std::string why = file.empty() ? "" : exec_hazard(file); !why.empty()) {
     std::fprintf(stderr, "pkeyctl run: %s: %s: refused under --deny-wx\n", file.c_str(), why.c_str());
@@ -280,7 +296,7 @@ int deny(char** program, bool verbose) {
     std::fprintf(stderr, "pkeyctl run: seccomp_load: %s\n", std::strerror(-r));
     return kFailure;
   }
-  if (verbose)
+  if (opt.verbose)
     std::fprintf(stderr, "pkeyctl run: W^X denied by: seccomp filter (x86-64, i386, x32); MDWE: %s\n", mdwe.c_str());
   exec_program(program);
 }
@@ -333,9 +349,52 @@ std::string prot_string(unsigned long long prot) {
   return s.empty() ? "PROT_NONE" : s;
 }
 
-// Prints one offending call. old_mmap's arguments are read from the
-// caller's memory; one that asks for no W+X passes without a word.
-void report(const seccomp_notif& req) {
+// printf into a std::string.
+[[gnu::format(printf, 1, 2)]] std::string format(const char* fmt, ...) {
+  va_list ap, again;
+  va_start(ap, fmt);
+  va_copy(again, ap);
+  const int n = std::vsnprintf(nullptr, 0, fmt, ap);
+  std::string s(n > 0 ? static_cast<std::size_t>(n) : 0, '\0');
+  if (n > 0) std::vsnprintf(s.data(), s.size() + 1, fmt, again);
+  va_end(again);
+  va_end(ap);
+  return s;
+}
+
+// Where --log-wx's reports go: stderr, or the file --log names. A line that
+// cannot be written (stderr a closed pipe, a full disk) is lost, never a
+// call of the program: pkeyctl ignores SIGPIPE and serves on.
+class Log {
+ public:
+  explicit Log(int fd) : fd_(fd) {}
+  void write(const std::string& line) {
+    for (std::size_t at = 0; at < line.size();) {
+      const ssize_t n = ::write(fd_, line.data() + at, line.size() - at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        lost(n < 0 ? errno : EIO);
+        return;
+      }
+      at += static_cast<std::size_t>(n);
+    }
+  }
+
+ private:
+  void lost(int why) {
+    if (said_ || fd_ == STDERR_FILENO) return;  // stderr: nowhere else to say it
+    said_ = true;
+    std::fprintf(stderr, "pkeyctl run: cannot write the log: %s (reports are lost; the program runs on)\n",
+                 std::strerror(why));
+  }
+  int fd_;
+  bool said_ = false;
+};
+
+// The report of one offending call, or "" for none. old_mmap's arguments
+// are read from the caller's memory (while it waits); one that asks for no
+// W+X passes without a word.
+std::string report(const seccomp_notif& req) {
   char* name = seccomp_syscall_resolve_num_arch(req.data.arch, req.data.nr);
   const std::string call = name ? name : "?";
   std::free(name);
@@ -344,72 +403,155 @@ void report(const seccomp_notif& req) {
     std::uint32_t args[6];  // addr, len, prot, flags, fd, offset
     iovec local{args, sizeof args};
     iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(a[0])), sizeof args};
-    if (::process_vm_readv(req.pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(sizeof args)) {
-      std::fprintf(stderr, "pkeyctl: W^X: pid %d: old_mmap(arguments at 0x%llx unreadable)\n", req.pid,
-                   static_cast<unsigned long long>(a[0]));
-    } else if ((args[2] & (PROT_WRITE | PROT_EXEC)) == (PROT_WRITE | PROT_EXEC)) {
-      std::fprintf(stderr, "pkeyctl: W^X: pid %d: old_mmap(0x%x, %u, %s)\n", req.pid, args[0], args[1],
-                   prot_string(args[2]).c_str());
-    }
-  } else if (call == "personality") {
-    std::fprintf(stderr, "pkeyctl: W^X: pid %d: personality(0x%llx: READ_IMPLIES_EXEC)\n", req.pid,
-                 static_cast<unsigned long long>(a[0] & 0xffffffffu));
-  } else {
-    const bool flags = call == "shmat" || call == "ipc";
-    std::fprintf(stderr, "pkeyctl: W^X: pid %d: %s(0x%llx, %llu, %s)\n", req.pid, call.c_str(),
-                 static_cast<unsigned long long>(a[0]), static_cast<unsigned long long>(a[1]),
-                 flags ? "SHM_EXEC" : prot_string(a[2]).c_str());
+    if (::process_vm_readv(req.pid, &local, 1, &remote, 1, 0) != static_cast<ssize_t>(sizeof args))
+      return format("pkeyctl: W^X: pid %d: old_mmap(arguments at 0x%llx unreadable)\n", req.pid,
+                    static_cast<unsigned long long>(a[0]));
+    if ((args[2] & (PROT_WRITE | PROT_EXEC)) != (PROT_WRITE | PROT_EXEC)) return "";
+    return format("pkeyctl: W^X: pid %d: old_mmap(0x%x, %u, %s)\n", req.pid, args[0], args[1],
+                  prot_string(args[2]).c_str());
   }
+  if (call == "personality")
+    return format("pkeyctl: W^X: pid %d: personality(0x%llx: READ_IMPLIES_EXEC)\n", req.pid,
+                  static_cast<unsigned long long>(a[0] & 0xffffffffu));
+  const bool flags = call == "shmat" || call == "ipc";
+  return format("pkeyctl: W^X: pid %d: %s(0x%llx, %llu, %s)\n", req.pid, call.c_str(),
+                static_cast<unsigned long long>(a[0]), static_cast<unsigned long long>(a[1]),
+                flags ? "SHM_EXEC" : prot_string(a[2]).c_str());
 }
 
-// Prints each offending call and lets it proceed, until the child exits.
-int supervise(pid_t child, int notify_fd) {
-  int status = 0;
+// Takes one notification, lets the call proceed, then logs it (the caller
+// need not wait for the log). False when no memory could be had for it.
+bool serve_one(int notify_fd, Log& log) {
+  // The kernel wants a zeroed request each time, of its own size.
+  seccomp_notif* req = nullptr;
+  seccomp_notif_resp* resp = nullptr;
+  if (seccomp_notify_alloc(&req, &resp) != 0) return false;
+  if (seccomp_notify_receive(notify_fd, req) == 0) {  // ENOENT: the caller is gone
+    const std::string line = report(*req);
+    resp->id = req->id;
+    resp->error = 0;
+    resp->val = 0;
+    resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    seccomp_notify_respond(notify_fd, resp);  // ENOENT: the caller is gone
+    if (!line.empty()) log.write(line);
+  }
+  seccomp_notify_free(req, resp);
+  return true;
+}
+
+// The signals that would end pkeyctl, and with it the program's
+// supervision: passed on to the program instead.
+constexpr int kForwardedSignals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+// Whether the kernel reports (POLLHUP on the notification descriptor) that
+// no process uses the filter any more: Linux 5.8 and later.
+bool kernel_reports_unused_filter() {
+  utsname u;
+  int major = 0, minor = 0;
+  if (::uname(&u) != 0 || std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 5 || (major == 5 && minor >= 8);
+}
+
+// Passes a signal pkeyctl received on: to the child while it lives, then to
+// the processes pkeyctl adopted (a daemon's children, supervised too). Not
+// one the kernel sent to a whole process group (the terminal's ^C or
+// hangup) that the process is in: it has it already. Only pkeyctl reaps
+// its children, in this thread: a pid signalled here is no reused one.
+void forward(const signalfd_siginfo& si, pid_t child, bool child_alive) {
+  const auto pass = [&](pid_t pid) {
+    if (si.ssi_code == SI_KERNEL && ::getpgid(pid) == ::getpgrp()) return;
+    ::kill(pid, static_cast<int>(si.ssi_signo));
+  };
+  if (child_alive) {
+    pass(child);
+    return;
+  }
+  const std::string children = "/proc/self/task/" + std::to_string(::getpid()) + "/children";
+  std::FILE* f = std::fopen(children.c_str(), "re");
+  if (!f) return;
+  for (int pid; std::fscanf(f, "%d", &pid) == 1;) pass(pid);
+  std::fclose(f);
+}
+
+// Serves the filter's notifications until no process uses the filter any
+// more, reaping pkeyctl's children (a zombie holds the filter) and
+// forwarding signals as it goes. The child's wait status as a shell
+// reports it.
+int supervise(pid_t child, int notify_fd, int signal_fd, Log& log) {
+  const bool hup_reported = kernel_reports_unused_filter();
+  bool child_alive = true;
+  int child_status = 0;
   for (;;) {
-    pollfd p{notify_fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, 100);
-    if (ready > 0 && (p.revents & POLLIN)) {
-      // The kernel wants a zeroed request each time, of its own size.
-      seccomp_notif* req = nullptr;
-      seccomp_notif_resp* resp = nullptr;
-      if (seccomp_notify_alloc(&req, &resp) != 0) {
-        std::fputs("pkeyctl run: seccomp_notify_alloc failed: stopping the program\n", stderr);
-        ::kill(child, SIGKILL);
-        ::waitpid(child, &status, 0);
-        return kFailure;
-      }
-      if (seccomp_notify_receive(notify_fd, req) == 0) {
-        report(*req);
-        resp->id = req->id;
-        resp->error = 0;
-        resp->val = 0;
-        resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
-        seccomp_notify_respond(notify_fd, resp);  // ENOENT: the caller is gone
-      }
-      seccomp_notify_free(req, resp);
+    pid_t reaped;
+    int status = 0;
+    while ((reaped = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (reaped != child) continue;
+      child_alive = false;
+      child_status = status;
     }
-    const pid_t w = ::waitpid(child, &status, WNOHANG);
-    if (w == child) break;
-    if (ready > 0 && (p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLIN)) {
-      ::waitpid(child, &status, 0);
+    // No child left: as their subreaper, pkeyctl has no descendant either.
+    // Where the kernel reports an unused filter, that report decides (a
+    // process cloned with CLONE_PARENT is no child of pkeyctl's).
+    if (reaped < 0 && errno == ECHILD && !hup_reported) break;
+    pollfd p[2] = {{notify_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      std::fprintf(stderr, "pkeyctl run: poll: %s: supervision ends\n", std::strerror(errno));
       break;
     }
+    if (p[0].revents & POLLIN) {
+      if (!serve_one(notify_fd, log)) {
+        std::fputs("pkeyctl run: seccomp_notify_alloc failed: supervision ends\n", stderr);
+        break;
+      }
+    } else if (p[0].revents & (POLLHUP | POLLERR)) {
+      break;  // no process uses the filter: all supervised processes are gone
+    }
+    signalfd_siginfo si;
+    while (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si))
+      if (si.ssi_signo != SIGCHLD) forward(si, child, child_alive);
   }
-  return exit_status(status);
+  if (child_alive) ::waitpid(child, &child_status, 0);
+  return exit_status(child_status);
 }
 
-int log_only(char** program, bool verbose) {
+int log_only(char** program, const RunOptions& opt) {
+  int log_fd = STDERR_FILENO;
+  if (opt.log_path) {
+    // Appended to, as a log; the program does not inherit it.
+    log_fd = ::open(opt.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (log_fd < 0) {
+      std::fprintf(stderr, "pkeyctl run: --log %s: %s\n", opt.log_path, std::strerror(errno));
+      return kFailure;
+    }
+  }
+  Log log(log_fd);
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     std::fprintf(stderr, "pkeyctl run: socketpair: %s\n", std::strerror(errno));
     return kFailure;
   }
+  // From before the fork, the signals pkeyctl forwards (and SIGCHLD) wait
+  // for the supervisor's loop: none can end pkeyctl in between.
+  sigset_t handled, old_mask;
+  sigemptyset(&handled);
+  for (int sig : kForwardedSignals) sigaddset(&handled, sig);
+  sigaddset(&handled, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &handled, &old_mask);
+  const int signal_fd = ::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0) {
+    std::fprintf(stderr, "pkeyctl run: signalfd: %s\n", std::strerror(errno));
+    return kFailure;
+  }
+  // Orphaned descendants become pkeyctl's children, to reap and signal.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1L, 0L, 0L, 0L);
   const pid_t child = ::fork();
   if (child < 0) {
     std::fprintf(stderr, "pkeyctl run: fork: %s\n", std::strerror(errno));
     return kFailure;
   }
   if (child == 0) {
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     ::close(sv[0]);
     std::string error;
     scmp_filter_ctx ctx = build_filter(SCMP_ACT_NOTIFY, &error);
@@ -425,6 +567,9 @@ int log_only(char** program, bool verbose) {
     ::close(sv[1]);
     exec_program(program);
   }
+  // A report to a closed pipe must not end the supervision (after the
+  // fork: the program keeps the disposition pkeyctl was given).
+  ::signal(SIGPIPE, SIG_IGN);
   ::close(sv[1]);
   const int fd = receive_fd(sv[0]);
   ::close(sv[0]);
@@ -433,8 +578,8 @@ int log_only(char** program, bool verbose) {
     ::waitpid(child, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : kFailure;
   }
-  if (verbose) std::fputs("pkeyctl run: W^X logged by: seccomp user notification (x86-64, i386, x32)\n", stderr);
-  const int r = supervise(child, fd);
+  if (opt.verbose) std::fputs("pkeyctl run: W^X logged by: seccomp user notification (x86-64, i386, x32)\n", stderr);
+  const int r = supervise(child, fd, signal_fd, log);
   ::close(fd);
   return r;
 }
@@ -442,20 +587,28 @@ int log_only(char** program, bool verbose) {
 }  // namespace
 
 int run(int argc, char** argv) {
-  static const char kUsage[] = "usage: pkeyctl run --deny-wx|--log-wx [--verbose] -- PROGRAM [ARGS...]\n";
+  static const char kUsage[] =
+      "usage: pkeyctl run --deny-wx|--log-wx [--log FILE] [--verbose] -- PROGRAM [ARGS...]\n";
+  using Mode = RunOptions::Mode;
+  RunOptions opt;
   int i = 1;
-  enum { none, deny_wx, log_wx } mode = none;
-  bool verbose = false;
   for (; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
     if (std::strcmp(argv[i], "--verbose") == 0) {
-      verbose = true;
+      opt.verbose = true;
     } else if (std::strcmp(argv[i], "--deny-wx") == 0 || std::strcmp(argv[i], "--log-wx") == 0) {
-      const auto wanted = argv[i][2] == 'd' ? deny_wx : log_wx;
-      if (mode != none && mode != wanted) {
+      const Mode wanted = argv[i][2] == 'd' ? Mode::deny_wx : Mode::log_wx;
+      if (opt.mode != Mode::none && opt.mode != wanted) {
         std::fprintf(stderr, "pkeyctl run: --deny-wx and --log-wx exclude each other: choose one\n%s", kUsage);
         return 2;
       }
-      mode = wanted;
+      opt.mode = wanted;
+    } else if (std::strcmp(argv[i], "--log") == 0 || std::strncmp(argv[i], "--log=", 6) == 0) {
+      const char* file = argv[i][5] == '=' ? argv[i] + 6 : i + 1 < argc ? argv[++i] : nullptr;
+      if (!file || !*file || std::strcmp(file, "--") == 0) {
+        std::fprintf(stderr, "pkeyctl run: --log needs a FILE\n%s", kUsage);
+        return 2;
+      }
+      opt.log_path = file;
     } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::printf(
           "%s\n"
@@ -470,14 +623,21 @@ int run(int argc, char** argv) {
           "             On Linux 6.3+ the kernel's memory-deny-write-execute\n"
           "             (PR_SET_MDWE) is on too: it also refuses making memory\n"
           "             executable that was not (for W then X, map memory twice)\n"
-          "  --log-wx   such calls succeed, and pkeyctl reports each on stderr\n"
+          "  --log-wx   such calls succeed, and pkeyctl reports each on stderr.\n"
+          "             pkeyctl stays until PROGRAM and all its descendants have\n"
+          "             exited (a daemon's children included), passes SIGTERM,\n"
+          "             SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 on to PROGRAM\n"
+          "             (to the processes it adopted once PROGRAM is gone), and\n"
+          "             never dies of SIGPIPE. Killed (SIGKILL), it can serve no\n"
+          "             more: every later such call fails with ENOSYS\n"
+          "  --log FILE with --log-wx: append the reports to FILE, not stderr\n"
           "  --verbose  say on stderr which mechanisms are active (MDWE: yes, or no\n"
           "             and why)\n"
           "One of --deny-wx and --log-wx, not both. PROGRAM is looked up in PATH.\n\n"
           "Exit status: PROGRAM's own, or 128+N when signal N killed it (as a shell\n"
-          "reports it); 125 pkeyctl itself failed (the filter could not be installed);\n"
-          "126 PROGRAM was found but cannot be executed, or --deny-wx refused it;\n"
-          "127 PROGRAM was not found;\n"
+          "reports it); 125 pkeyctl itself failed (the filter could not be installed,\n"
+          "the log not opened); 126 PROGRAM was found but cannot be executed, or\n"
+          "--deny-wx refused it; 127 PROGRAM was not found;\n"
           "2 usage error or an unrecognised PKEYS_WX (PROGRAM did not run).\n",
           kUsage);
       return 0;
@@ -486,8 +646,12 @@ int run(int argc, char** argv) {
       return 2;
     }
   }
-  if (mode == none) {
+  if (opt.mode == Mode::none) {
     std::fprintf(stderr, "pkeyctl run: choose --deny-wx or --log-wx\n%s", kUsage);
+    return 2;
+  }
+  if (opt.log_path && opt.mode != Mode::log_wx) {
+    std::fprintf(stderr, "pkeyctl run: --log goes with --log-wx (--deny-wx reports nothing)\n%s", kUsage);
     return 2;
   }
   if (i >= argc - 1) {
@@ -495,7 +659,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   char** program = argv + i + 1;
-  return mode == deny_wx ? deny(program, verbose) : log_only(program, verbose);
+  return opt.mode == Mode::deny_wx ? deny(program, opt) : log_only(program, opt);
 }
 
 }  // namespace pkeyctl

@@ -5,7 +5,10 @@
 // attacker can jump into the middle of another instruction. Sequences at
 // pkeys' own recorded switch sites (section pkeys_wrpkru_sites) are
 // allowed; any other makes the exit status 1. A target that cannot be
-// scanned whole is an error (status 2), never reported clean.
+// scanned whole is an error (status 2), never reported clean. A process's
+// region that is unmapped or replaced between reading its map and reading
+// its memory is no failure (a process could keep itself unscannable so):
+// the scan skips it and says how many it skipped.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,40 +62,72 @@ void scan_file(const ElfImage& img, std::vector<Finding>& out) {
     });
 }
 
-// Scans [start, end) of a process through its /proc/PID/mem descriptor in
+// Where a read of a process's memory failed: the chunk being read (where a
+// scan can resume) and the address itself. errno says why.
+struct ReadFailure {
+  std::uint64_t chunk, address;
+};
+
+constexpr std::uint64_t kKeep = 2;  // a sequence's length less one
+
+// Scans [from, end) of a process through its /proc/PID/mem descriptor in
 // chunks (a mapping may be huge and mostly unpopulated), calling
-// f(offset in the mapping, kind). Consecutive chunks overlap by two bytes,
-// so a sequence across a boundary is found, once. False, with errno set,
-// when a read fails.
+// f(address, kind). Consecutive chunks overlap by kKeep bytes, so a
+// sequence across a boundary is found, once. The failure, errno set, when
+// a read fails; what was read before it has been scanned.
 template <class F>
-bool scan_memory(int mem_fd, std::uint64_t start, std::uint64_t end, F&& f) {
-  constexpr std::size_t kChunk = std::size_t{1} << 20, kKeep = 2;
+std::optional<ReadFailure> scan_memory(int mem_fd, std::uint64_t from, std::uint64_t end, F&& f) {
+  constexpr std::size_t kChunk = std::size_t{1} << 20;
   std::vector<std::uint8_t> buf(kKeep + kChunk);
   std::size_t kept = 0;  // bytes carried over from the previous chunk
-  for (std::uint64_t at = start; at < end;) {
+  for (std::uint64_t at = from; at < end;) {
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, end - at));
     for (std::size_t got = 0; got < want;) {
       const ssize_t n = ::pread(mem_fd, buf.data() + kept + got, want - got, static_cast<off_t>(at + got));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         if (n == 0) errno = EIO;
-        return false;
+        return ReadFailure{at, at + got};
       }
       got += static_cast<std::size_t>(n);
     }
     const std::uint64_t base = at - kept;  // the address of buf[0]
-    find_sequences(buf.data(), kept + want, [&](std::size_t i, const char* kind) { f(base + i - start, kind); });
+    find_sequences(buf.data(), kept + want, [&](std::size_t i, const char* kind) { f(base + i, kind); });
     const std::size_t total = kept + want;
-    kept = std::min(kKeep, total);
+    kept = std::min<std::size_t>(kKeep, total);
     std::memmove(buf.data(), buf.data() + total - kept, kept);
     at += want;
   }
-  return true;
+  return std::nullopt;
 }
 
-// Scans the executable mappings of process `pid`; false, with `error`
-// set, when any of them cannot be read.
-bool scan_process(int pid, std::vector<Finding>& out, std::string* error) {
+// The line of `proc`/maps whose mapping holds `address` now ("" for none),
+// or nullopt when the process has no memory any more (it exited).
+std::optional<std::string> mapping_now(const std::string& proc, std::uint64_t address) {
+  std::FILE* maps = std::fopen((proc + "/maps").c_str(), "re");
+  if (!maps) return std::nullopt;
+  std::string found;
+  bool any = false;
+  char* raw = nullptr;
+  std::size_t cap = 0;
+  for (ssize_t len; (len = ::getline(&raw, &cap, maps)) > 0;) {
+    any = true;
+    unsigned long long start, end;
+    if (std::sscanf(raw, "%llx-%llx", &start, &end) != 2 || address < start || address >= end) continue;
+    found.assign(raw, static_cast<std::size_t>(len));
+    if (found.back() == '\n') found.pop_back();
+    break;
+  }
+  std::free(raw);
+  std::fclose(maps);
+  if (!any) return std::nullopt;  // a zombie's map is empty
+  return found;
+}
+
+// Scans the executable mappings of process `pid`, counting in `vanished`
+// those unmapped or replaced while being read; false, with `error` set,
+// when any other cannot be read.
+bool scan_process(int pid, std::vector<Finding>& out, int* vanished, std::string* error) {
   const std::string proc = "/proc/" + std::to_string(pid);
   std::FILE* maps = std::fopen((proc + "/maps").c_str(), "re");
   if (!maps) {
@@ -135,6 +171,7 @@ bool scan_process(int pid, std::vector<Finding>& out, std::string* error) {
       img = slot.get();
     }
     std::vector<Finding> found;
+    // `off` from the mapping's start.
     const auto record = [&](std::uint64_t off, const char* kind) {
       Finding f{start + off, kind, where, "", false};
       if (img) {
@@ -145,8 +182,32 @@ bool scan_process(int pid, std::vector<Finding>& out, std::string* error) {
       }
       found.push_back(std::move(f));
     };
+    // A read that fails where the map no longer shows this mapping: it was
+    // unmapped or replaced, and is skipped (what was read of it counts). The
+    // same mapping there: perhaps a new one just like it, read again.
+    constexpr int kReadAttempts = 8;
     errno = mem_errno;
-    if (mem_fd < 0 || !scan_memory(mem_fd, start, end, record)) {
+    bool read = mem_fd >= 0;
+    std::uint64_t from = start;
+    for (int attempt = 1; read; ++attempt) {
+      const auto failure =
+          scan_memory(mem_fd, from, end, [&](std::uint64_t address, const char* kind) { record(address - start, kind); });
+      if (!failure) break;
+      const int why = errno;
+      const auto now = mapping_now(proc, failure->address);
+      if (!now) {
+        *error = "process " + std::to_string(pid) + " exited during the scan";
+        return false;
+      }
+      if (*now != line) {
+        ++*vanished;
+        break;
+      }
+      errno = why;
+      read = attempt < kReadAttempts;
+      from = failure->chunk - std::min<std::uint64_t>(kKeep, failure->chunk - start);
+    }
+    if (!read) {
       const int why = errno;
       // Memory unreadable: a file-backed mapping holds what the file holds
       // (bytes past its end read as zeros).
@@ -193,7 +254,8 @@ int scan(int argc, char** argv) {
         "A FILE must be a regular file of at most 1 GiB holding a whole ELF64 x86-64\n"
         "image: a truncated or corrupt one is an error, never reported clean. An\n"
         "argument of digits is a PID; write ./123 for a file of that name. Another\n"
-        "user's process needs ptrace access (the same user, or root).\n\n"
+        "user's process needs ptrace access (the same user, or root). A region a\n"
+        "process unmaps or replaces while it is being read is skipped, and counted.\n\n"
         "Exit status: 0 no sequences outside pkeys' own switch routines, 1 some\n"
         "found, 2 usage error or a target that cannot be scanned (no such process\n"
         "or file, unreadable, not a whole ELF file), as grep and diff do.\n",
@@ -215,10 +277,11 @@ int scan(int argc, char** argv) {
   }
   std::vector<Finding> found;
   const bool is_pid = target == "self" || target.find_first_not_of("0123456789") == std::string::npos;
+  int vanished = 0;  // regions unmapped or replaced while being read
   if (is_pid) {
     const int pid = target == "self" ? static_cast<int>(::getpid()) : parse_pid(target);
     std::string error = "no process " + target;
-    if (pid <= 0 || !scan_process(pid, found, &error)) {
+    if (pid <= 0 || !scan_process(pid, found, &vanished, &error)) {
       std::fprintf(stderr, "pkeyctl scan: %s\n", error.c_str());
       return kError;
     }
@@ -239,6 +302,8 @@ int scan(int argc, char** argv) {
     std::printf("  0x%016llx  %-6s  %-9s  %s  %s\n", static_cast<unsigned long long>(f.address), f.kind,
                 f.allowed ? "allowed" : "GADGET", f.where.c_str(), f.symbol.empty() ? "?" : f.symbol.c_str());
   }
+  if (vanished > 0)
+    std::printf("%d executable region(s) unmapped or replaced while being read: skipped\n", vanished);
   std::printf("%zu sequence(s), %d outside pkeys' own switch routines\n", found.size(), outside);
   return outside == 0 ? kClean : kGadgets;
 }
