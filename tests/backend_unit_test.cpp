@@ -65,7 +65,7 @@ static_assert(!pkeys::backend::KeyHardware<ClaimsPerThreadRights>);
 // Records what the backend asks of the core; fails on demand.
 class FakePages final : public pkeys::backend::PageProtections {
  public:
-  int enforce(int key, unsigned rights) noexcept override {
+  int enforce(int key, unsigned rights, int) noexcept override {
     calls.emplace_back(key, rights);
     if (fail_next != 0) return std::exchange(fail_next, 0);
     return 0;

@@ -38,9 +38,11 @@ namespace pkeys::backend {
 class PageProtections {
  public:
   // Rights of `key` are now `rights` process-wide: protect every page that
-  // carries `key` so that they hold. 0, or the first error (some pages may
-  // have changed; the backend calls again with the old rights to undo).
-  virtual int enforce(int key, unsigned rights) noexcept = 0;
+  // carries `key` so that they hold. `current`: the rights its pages hold
+  // now, or -1 when unknown (mixed, undoing a failed call). 0, or the first
+  // error (some pages may have changed; the backend calls again with the
+  // old rights and -1 to undo).
+  virtual int enforce(int key, unsigned rights, int current) noexcept = 0;
 
  protected:
   ~PageProtections() = default;

@@ -43,8 +43,8 @@ int EmulatedBackend::set_rights(int key, unsigned rights) noexcept {
   const unsigned old = get_rights(key);
   if (old == rights) return 0;
   if (pages_) {
-    if (int r = pages_->enforce(key, rights); r < 0) {
-      pages_->enforce(key, old);  // all or nothing
+    if (int r = pages_->enforce(key, rights, static_cast<int>(old)); r < 0) {
+      pages_->enforce(key, old, -1);  // all or nothing
       return r;
     }
   }

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <new>
+#include <utility>
 
 #include "arch/arch.hpp"
 #include "os/pages.hpp"
@@ -124,7 +125,30 @@ int AddressSpace::protect_untracked_locked(std::uintptr_t start, std::size_t len
   return 0;
 }
 
-int AddressSpace::enforce_locked(Tag tag, unsigned rights) noexcept {
+void AddressSpace::drop_replaced_locked(Tag tag, unsigned current) noexcept {
+  try {
+    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> replaced;
+    kernel_.start_batch();
+    bool known = true;
+    ranges_.for_each_of(tag, [&](const TaggedRange& t) {
+      if (!known) return;
+      const int expected = os::enforced_prot(t.prot, current);
+      known = kernel_.for_each_piece(t.start, t.end, [&](std::uintptr_t s, std::uintptr_t e, int prot) {
+        // Under READ_IMPLIES_EXEC the kernel adds PROT_EXEC to readable pages.
+        const bool implied_exec = (expected & PROT_READ) && prot == (expected | PROT_EXEC);
+        if (prot != expected && !implied_exec) replaced.emplace_back(s, e);
+      });
+    });
+    if (!known) return;  // a failed read proves nothing
+    for (const auto& [s, e] : replaced) ranges_.erase(s, e);
+  } catch (const std::bad_alloc&) {
+    // Out of memory: the records stay, as when the kernel cannot be asked.
+  }
+  note_changes_locked();
+}
+
+int AddressSpace::enforce_locked(Tag tag, unsigned rights, int current) noexcept {
+  if (current != kUnchecked) drop_replaced_locked(tag, static_cast<unsigned>(current));
   std::uintptr_t run_start = 0, run_end = 0;
   int run_prot = -1;
   int error = 0;
@@ -170,6 +194,9 @@ bool AddressSpace::key_in_use_locked(int key) {
 bool AddressSpace::tag_in_use_locked(Tag tag) {
   if (!ranges_.has(tag)) return false;
   prune_unmapped_locked();  // ranges unmapped by raw system calls, which pkeys did not see
+  // Emulated keys: also ranges mapped again since, by raw system calls
+  // (pages whose protection is not the key's).
+  if (tag.is_key() && !hardware_ && backend_) drop_replaced_locked(tag, backend_->get_rights(tag.key()));
   return ranges_.has(tag);
 }
 

@@ -22,6 +22,7 @@
 #include "backend/backend.hpp"
 #include "core/range_registry.hpp"
 #include "core/tag.hpp"
+#include "os/proc_maps.hpp"
 
 namespace pkeys::core {
 
@@ -71,9 +72,16 @@ class AddressSpace final : public backend::PageProtections {
   // enforces `rights` (adjacent ranges in one call); each call switches a
   // range atomically, so protection never lapses. The first error but
   // ENOMEM (a range unmapped behind pkeys' back is stale, not a failure).
-  int enforce_locked(Tag tag, unsigned rights) noexcept;
+  // `current`: the rights the pages are protected for now. Pages whose
+  // protection is not that (unmapped and mapped again behind pkeys' back)
+  // are someone else's: their records go and the pages stay as they are.
+  // kUnchecked (pages mixed after a failed call) trusts the records.
+  static constexpr int kUnchecked = -1;
+  int enforce_locked(Tag tag, unsigned rights, int current) noexcept;
   // backend::PageProtections: the emulated backend's rights of `key`.
-  int enforce(int key, unsigned rights) noexcept override { return enforce_locked(Tag::key(key), rights); }
+  int enforce(int key, unsigned rights, int current) noexcept override {
+    return enforce_locked(Tag::key(key), rights, current);
+  }
 
   // --- the records, under the lock ---------------------------------------
   // Whether a mapped page still carries `key`: the kernel's word where it
@@ -100,6 +108,10 @@ class AddressSpace final : public backend::PageProtections {
   // The protection of one piece of a range: its tag's way.
   int apply_locked(std::uintptr_t start, std::size_t len, int prot, Tag tag) noexcept;
   void prune_unmapped_locked();
+  // Drops the records of `tag` whose pages the kernel does not protect
+  // for `current` rights: replaced behind pkeys' back. Keeps every record
+  // when the kernel cannot be asked.
+  void drop_replaced_locked(Tag tag, unsigned current) noexcept;
   void note_changes_locked() noexcept;
 
   static constinit std::atomic<std::size_t> tagged_ranges_;
@@ -108,6 +120,7 @@ class AddressSpace final : public backend::PageProtections {
   VKeyPieces* vkeys_ = nullptr;
   std::mutex mu_;
   RangeRegistry ranges_;
+  os::SelfProtections kernel_;  // under the lock
 };
 
 }  // namespace pkeys::core

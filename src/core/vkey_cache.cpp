@@ -105,7 +105,8 @@ void VKeyCache::evict_claimed_locked(int slot) noexcept {
   Slot& sl = slots_[static_cast<std::size_t>(slot)];
   VKeyRecord* v = table_.find(sl.vkey);
   // A range it cannot change was unmapped behind pkeys' back.
-  (void)space_.enforce_locked(Tag::vkey(sl.vkey), v->base);
+  // Cached, its pages hold their own protections (rights 0) under the key.
+  (void)space_.enforce_locked(Tag::vkey(sl.vkey), v->base, 0);
   sl.vkey = 0;
   v->state.store(VKeyRecord::kLive, std::memory_order_release);  // no pin can come in while busy
   evictions_.fetch_add(1, std::memory_order_relaxed);
@@ -178,7 +179,7 @@ int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
     if (r < 0 && r != -ENOMEM && error == 0) error = r;  // ENOMEM: unmapped behind pkeys' back
   });
   if (error < 0) {  // back to enforcement by page protections
-    (void)space_.enforce_locked(Tag::vkey(vkey), v.base);
+    (void)space_.enforce_locked(Tag::vkey(vkey), v.base, AddressSpace::kUnchecked);  // mixed
     return error;
   }
   sl.vkey = vkey;

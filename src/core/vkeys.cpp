@@ -165,9 +165,9 @@ int VKeys::set(int vkey, unsigned rights) {
     }
     return 0;
   }
-  if (int r = space_.enforce_locked(Tag::vkey(vkey), rights); r < 0) {
+  if (int r = space_.enforce_locked(Tag::vkey(vkey), rights, static_cast<int>(old)); r < 0) {
     v->base = old;
-    space_.enforce_locked(Tag::vkey(vkey), old);
+    space_.enforce_locked(Tag::vkey(vkey), old, AddressSpace::kUnchecked);
     return r;
   }
   return 0;

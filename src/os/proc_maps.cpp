@@ -2,12 +2,18 @@
 #include "os/proc_maps.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace pkeys::os {
 namespace {
@@ -117,6 +123,147 @@ int kernel_key_in_use(int key) noexcept {
     return -ENOSYS;
   }
   return in_use ? 1 : 0;
+}
+
+namespace {
+
+// PROCMAP_QUERY (Linux 6.11, linux/fs.h), which older headers lack.
+struct ProcmapQuery {
+  std::uint64_t size, query_flags, query_addr;
+  std::uint64_t vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+  std::uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+  std::uint64_t vma_name_addr, build_id_addr;
+};
+static_assert(sizeof(ProcmapQuery) == 104);
+constexpr unsigned long kProcmapQuery = 0xc0686611;  // _IOWR('f', 17, struct procmap_query)
+constexpr std::uint64_t kCoveringOrNextVma = 0x10;
+constexpr std::uint64_t kVmaProtBits = 0x7;  // readable, writable, executable: as PROT_*
+static_assert(PROT_READ == 1 && PROT_WRITE == 2 && PROT_EXEC == 4);
+
+int prot_of_perms(const char* perms) noexcept {
+  return (perms[0] == 'r' ? PROT_READ : 0) | (perms[1] == 'w' ? PROT_WRITE : 0) | (perms[2] == 'x' ? PROT_EXEC : 0);
+}
+
+}  // namespace
+
+namespace {
+// Bumped in every child of fork: a descriptor opened before describes the
+// parent's address space. (A getpid per batch would cost a system call
+// on the hot path of an emulated rights switch.)
+std::atomic<unsigned> g_forks{0};
+void count_fork() noexcept { g_forks.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace
+
+bool SelfProtections::open_maps() noexcept {
+  static const bool registered = ::pthread_atfork(nullptr, nullptr, count_fork) == 0;
+  (void)registered;
+  // A descriptor pkeys no longer holds (the program closed it, or a fork)
+  // is dropped, never closed: its number may be the program's by now.
+  fd_ = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  forks_ = g_forks.load(std::memory_order_relaxed);
+  struct stat st {};
+  if (fd_ >= 0 && ::fstat(fd_, &st) == 0) {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+  }
+  return fd_ >= 0;
+}
+
+void SelfProtections::start_batch() noexcept {
+  have_table_ = false;
+  table_.clear();
+  if (fd_ >= 0 && forks_ != g_forks.load(std::memory_order_relaxed)) {
+    ::close(fd_);  // inherited across fork: still pkeys' own, but the parent's maps
+    fd_ = -1;
+  }
+}
+
+bool SelfProtections::read_table() noexcept {
+  have_table_ = true;
+  if ((fd_ < 0 && !open_maps()) || ::lseek(fd_, 0, SEEK_SET) != 0) return false;
+  try {
+    std::string text;
+    char buf[16384];
+    for (;;) {
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return false;
+      if (n == 0) break;
+      text.append(buf, static_cast<std::size_t>(n));
+    }
+    for (const char* s = text.data(); s < text.data() + text.size();) {
+      const char* eol = static_cast<const char*>(std::memchr(s, '\n', text.data() + text.size() - s));
+      if (!eol) eol = text.data() + text.size();
+      Mapping m;
+      if (parse_header(s, eol, m) && m.perms.size() >= 3) table_.push_back({m.start, m.end, prot_of_perms(m.perms.c_str())});
+      s = eol + 1;
+    }
+  } catch (const std::bad_alloc&) {
+    table_.clear();
+    return false;
+  }
+  return true;
+}
+
+bool SelfProtections::query(std::uintptr_t addr, Vma& out, bool* failed) noexcept {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (fd_ < 0 && !open_maps()) return !(*failed = true);
+    ProcmapQuery q{};
+    q.size = sizeof q;
+    q.query_flags = kCoveringOrNextVma;
+    q.query_addr = addr;
+    if (::ioctl(fd_, kProcmapQuery, &q) == 0) {
+      out = {q.vma_start, q.vma_end, static_cast<int>(q.vma_flags & kVmaProtBits)};
+      return true;
+    }
+    if (errno == ENOENT) return false;  // nothing at or above addr
+    struct stat st {};
+    if (::fstat(fd_, &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
+      query_ = false;  // still the file pkeys opened: an older kernel, read the file instead
+      return !(*failed = true);
+    }
+    fd_ = -1;  // closed or replaced behind pkeys' back: open a fresh one
+  }
+  return !(*failed = true);
+}
+
+bool SelfProtections::vma_at_or_after(std::uintptr_t addr, Vma& out, bool* failed) noexcept {
+  *failed = false;
+  if (query_) {
+    if (query(addr, out, failed)) return true;
+    if (!*failed) return false;
+    if (query_) return false;  // cannot be asked
+    *failed = false;
+  }
+  if (!have_table_ && !read_table()) return !(*failed = true);
+  if (table_.empty()) return !(*failed = true);  // a process has mappings: the read failed
+  for (const Vma& v : table_)  // sorted by address, as the kernel lists them
+    if (v.end > addr) {
+      out = v;
+      return true;
+    }
+  return false;
+}
+
+bool SelfProtections::for_each_piece(std::uintptr_t start, std::uintptr_t end,
+                                     const std::function<void(std::uintptr_t, std::uintptr_t, int)>& f) noexcept {
+  std::uintptr_t at = start;
+  while (at < end) {
+    Vma v{};
+    bool failed;
+    const bool found = vma_at_or_after(at, v, &failed);
+    if (failed) return false;
+    if (!found || v.start >= end) {
+      f(at, end, kUnmapped);
+      break;
+    }
+    if (v.start > at) f(at, v.start, kUnmapped);
+    const std::uintptr_t piece_start = v.start > at ? v.start : at;
+    const std::uintptr_t piece_end = v.end < end ? v.end : end;
+    f(piece_start, piece_end, v.prot);
+    at = piece_end;
+  }
+  return true;
 }
 
 }  // namespace pkeys::os

@@ -34,4 +34,45 @@ bool for_each_mapping(int pid, const std::function<void(const Mapping&)>& f);
 // reports no keys, or smaps cannot be read (memory included).
 int kernel_key_in_use(int key) noexcept;
 
+// The kernel's protections of this process's pages, asked range by range:
+// what tells pkeys' own pages from pages mapped over them behind its back.
+// Linux 6.11+ answers each question with one PROCMAP_QUERY ioctl on
+// /proc/self/maps, kept open between batches (opening it costs more than
+// the mprotect the answer guards); older kernels with one read of the
+// whole file per batch. Not thread-safe: the caller serialises.
+class SelfProtections {
+ public:
+  static constexpr int kUnmapped = -1;
+  SelfProtections() = default;
+  SelfProtections(const SelfProtections&) = delete;
+  SelfProtections& operator=(const SelfProtections&) = delete;
+
+  // Starts a batch of questions about the address space as it is now.
+  void start_batch() noexcept;
+  // Calls f(start, end, prot) for consecutive pieces covering [start, end):
+  // prot is the pieces' PROT_READ|PROT_WRITE|PROT_EXEC, or kUnmapped.
+  // False when the kernel cannot be asked (no descriptor left, /proc not
+  // mounted, a sandbox): a failed read proves nothing.
+  bool for_each_piece(std::uintptr_t start, std::uintptr_t end,
+                      const std::function<void(std::uintptr_t, std::uintptr_t, int)>& f) noexcept;
+
+ private:
+  struct Vma {
+    std::uintptr_t start, end;
+    int prot;
+  };
+  // The mapping covering `addr`, or else the next one above it; false
+  // when none, or (with *failed set) when the kernel cannot be asked.
+  bool vma_at_or_after(std::uintptr_t addr, Vma& out, bool* failed) noexcept;
+  bool query(std::uintptr_t addr, Vma& out, bool* failed) noexcept;
+  bool open_maps() noexcept;
+  bool read_table() noexcept;
+  int fd_ = -1;
+  unsigned forks_ = 0;   // forks seen when fd_ was opened (a child must not ask its parent's)
+  unsigned long dev_ = 0, ino_ = 0;  // fd_'s file, to tell it from a number the program reused
+  bool query_ = true;    // PROCMAP_QUERY works, as far as we know
+  bool have_table_ = false;
+  std::vector<Vma> table_;
+};
+
 }  // namespace pkeys::os

@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: MIT
+// Pages unmapped and mapped again behind pkeys' back (raw system calls, or
+// glibc's malloc, whose mmap and munmap are not the interposed ones): the
+// new mapping is not pkeys', and pkeys never changes its protection.
+#include <gtest/gtest.h>
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "pkeys/pkeys.h"
+#include "probe.hpp"
+
+using namespace pkeys_test;
+
+namespace {
+
+// The recorded ranges of `key`.
+int ranges_of(int key) {
+  std::vector<pkeys_range> all(4096);
+  const int n = pkeys_get_ranges(all.data(), static_cast<int>(all.size()));
+  int count = 0;
+  for (int i = 0; i < n && i < static_cast<int>(all.size()); ++i) count += all[static_cast<std::size_t>(i)].pkey == key;
+  return count;
+}
+
+void* raw_mmap_fixed(void* at, std::size_t len, int prot) {
+  return reinterpret_cast<void*>(
+      ::syscall(SYS_mmap, at, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0));
+}
+
+}  // namespace
+
+TEST(ReplacedPages, AMappingPkeysDidNotTagKeepsItsProtection) {
+  const int key = pkey_alloc(0, 0);
+  ASSERT_GT(key, 0) << errno_str();
+  const std::size_t len = 2 * page_size();
+  char* p = static_cast<char*>(map_pages(2));
+  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
+  // Someone else's read-only mapping at the same address, pkeys unaware.
+  ASSERT_EQ(::syscall(SYS_munmap, p, len), 0) << errno_str();
+  ASSERT_EQ(raw_mmap_fixed(p, len, PROT_READ), p) << errno_str();
+
+  ASSERT_EQ(pkey_set(key, PKEY_DISABLE_ACCESS), 0) << errno_str();
+  EXPECT_TRUE(can_read(p)) << "pkey_set changed a mapping pkeys did not tag";
+  EXPECT_TRUE(can_read(p + page_size()));
+  ASSERT_EQ(pkey_set(key, 0), 0) << errno_str();
+  EXPECT_FALSE(can_write(p)) << "pkey_set made a read-only mapping it did not tag writable";
+  EXPECT_EQ(ranges_of(key), 0) << "records of pages that are no longer the key's";
+  EXPECT_EQ(pkey_free(key), 0) << errno_str();
+  ASSERT_EQ(::munmap(p, len), 0) << errno_str();
+}
+
+TEST(ReplacedPages, OnlyTheReplacedPartLosesItsRecord) {
+  const int key = pkey_alloc(0, 0);
+  ASSERT_GT(key, 0) << errno_str();
+  const std::size_t len = 3 * page_size();
+  char* p = static_cast<char*>(map_pages(3));
+  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
+  char* middle = p + page_size();
+  ASSERT_EQ(::syscall(SYS_munmap, middle, page_size()), 0) << errno_str();
+  ASSERT_EQ(raw_mmap_fixed(middle, page_size(), PROT_READ | PROT_EXEC), middle) << errno_str();
+
+  ASSERT_EQ(pkey_set(key, PKEY_DISABLE_ACCESS), 0) << errno_str();
+  EXPECT_FALSE(can_read(p)) << "the key's own pages are still protected";
+  EXPECT_FALSE(can_read(p + 2 * page_size()));
+  EXPECT_TRUE(can_read(middle)) << "the replaced page is not the key's";
+  ASSERT_EQ(pkey_set(key, 0), 0) << errno_str();
+  EXPECT_TRUE(can_write(p));
+  EXPECT_FALSE(can_write(middle));
+  ASSERT_EQ(::munmap(p, len), 0) << errno_str();
+  EXPECT_EQ(pkey_free(key), 0) << errno_str();
+}
+
+// A forked child asks about its own pages, not its parent's (pkeys keeps
+// the question's descriptor open between switches).
+TEST(ReplacedPages, AForkedChildAsksAboutItsOwnPages) {
+  const int key = pkey_alloc(0, 0);
+  ASSERT_GT(key, 0) << errno_str();
+  const std::size_t len = page_size();
+  char* p = static_cast<char*>(map_pages(1));
+  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
+  ASSERT_EQ(pkey_set(key, PKEY_DISABLE_WRITE), 0) << errno_str();  // asked once already
+  ASSERT_EQ(pkey_set(key, 0), 0) << errno_str();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0) << errno_str();
+  if (child == 0) {
+    if (::syscall(SYS_munmap, p, len) != 0 || raw_mmap_fixed(p, len, PROT_READ) != p) ::_exit(2);
+    if (pkey_set(key, PKEY_DISABLE_ACCESS) != 0) ::_exit(3);
+    ::_exit(can_read(p) ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child) << errno_str();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "the child's pkey_set changed a mapping of the child's that pkeys did not tag (status " << status << ")";
+  EXPECT_TRUE(can_write(p)) << "the parent's own pages are untouched";
+  ASSERT_EQ(::munmap(p, len), 0) << errno_str();
+  EXPECT_EQ(pkey_free(key), 0) << errno_str();
+}
