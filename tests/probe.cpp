@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "probe.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,6 +19,29 @@ std::string describe(const Outcome& o) {
   std::snprintf(buf, sizeof buf, "faulted=%d signo=%d code=%d key=%d", o.faulted, o.signo,
                 o.code, o.fault_key);
   return buf;
+}
+
+namespace {
+pkeys_sigjmp_buf g_here_env;
+void on_fault_here(int) { pkeys_siglongjmp(g_here_env, 1); }
+}  // namespace
+
+bool can_access_here(void* addr, Access access) {
+  struct sigaction sa {}, old_segv {}, old_bus {};
+  sa.sa_handler = on_fault_here;
+  sa.sa_flags = SA_NODEFER;
+  ::sigaction(SIGSEGV, &sa, &old_segv);
+  ::sigaction(SIGBUS, &sa, &old_bus);
+  volatile bool ok = false;
+  if (pkeys_sigsetjmp(g_here_env, 1) == 0) {
+    auto* p = static_cast<volatile char*>(addr);
+    const char c = *p;
+    if (access == Access::write) *p = c;
+    ok = true;
+  }
+  ::sigaction(SIGSEGV, &old_segv, nullptr);
+  ::sigaction(SIGBUS, &old_bus, nullptr);
+  return ok;
 }
 
 std::size_t page_size() { return static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)); }

@@ -36,6 +36,14 @@ using pkeys_probe::probe;
 inline bool can_read(void* addr) { return !probe(addr, Access::read).faulted; }
 inline bool can_write(void* addr) { return !probe(addr, Access::write).faulted; }
 
+// The same access made in this process, for mappings a forked child does
+// not have (MADV_DONTFORK): a fault is caught (SIGSEGV, SIGBUS) and
+// recovered with pkeys_siglongjmp, which restores the thread's rights. A
+// write stores the byte it read. Not thread-safe: one probe at a time.
+bool can_access_here(void* addr, Access access);
+inline bool can_read_here(void* addr) { return can_access_here(addr, Access::read); }
+inline bool can_write_here(void* addr) { return can_access_here(addr, Access::write); }
+
 std::string describe(const Outcome& o);
 
 // An anonymous private mapping of `pages` pages, read-write.

@@ -2,6 +2,7 @@
 // JIT code regions: one memfd mapped executable and, separately, writable
 // under a virtual key, so no mapping is ever writable and executable.
 // Built on the public API only.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -30,13 +31,25 @@ int pkeys_code_region_create(struct pkeys_code_region* region, size_t size) __TH
   pkeys_code_region r{MAP_FAILED, MAP_FAILED, size, -1, -1};
   int error = 0;
   do {
-    if ((r.fd = ::memfd_create("pkeys-code", MFD_CLOEXEC)) < 0 || ::ftruncate(r.fd, static_cast<off_t>(size)) != 0) {
+    if ((r.fd = ::memfd_create("pkeys-code", MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0 ||
+        ::ftruncate(r.fd, static_cast<off_t>(size)) != 0) {
+      error = errno;
+      break;
+    }
+    // The write view is the only writable mapping there will ever be: a
+    // child of fork does not inherit it (it would share the parent's code,
+    // MAP_SHARED), and once it exists the file is sealed against new
+    // writable mappings, write(2) and resizing, so that neither the file
+    // (which a child inherits) nor the executable view, mapped after the
+    // seal (the kernel then refuses mprotect to PROT_WRITE), can make one.
+    r.write = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0);
+    if (r.write == MAP_FAILED || ::madvise(r.write, size, MADV_DONTFORK) != 0 ||
+        ::fcntl(r.fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
       error = errno;
       break;
     }
     r.exec = ::mmap(nullptr, size, PROT_READ | PROT_EXEC, MAP_SHARED, r.fd, 0);
-    r.write = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0);
-    if (r.exec == MAP_FAILED || r.write == MAP_FAILED) {
+    if (r.exec == MAP_FAILED) {
       error = errno;
       break;
     }

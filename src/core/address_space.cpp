@@ -277,7 +277,18 @@ long AddressSpace::remap(void* old_addr, std::size_t old_len, std::size_t new_le
       std::vector<TaggedRange> kept;
       if (flags & kMremapDontunmap) kept = ranges_.pieces(from, os::page_end(from, old_len));
       if (flags & MREMAP_FIXED) ranges_.erase(to, os::page_end(to, new_len));  // MREMAP_FIXED unmaps what was there
-      ranges_.move(from, os::page_round_up(old_len), static_cast<std::uintptr_t>(r), os::page_round_up(new_len));
+      if (old_len == 0) {
+        // A second mapping of a shared mapping's pages (the old one stays):
+        // it carries the same tags (on the hardware, the kernel copies the
+        // key), so that no alias of tagged pages escapes their rights.
+        const auto at = static_cast<std::uintptr_t>(r);
+        const std::vector<TaggedRange> source = ranges_.pieces(from, os::page_end(from, new_len));
+        ranges_.erase(at, os::page_end(at, new_len));
+        for (const TaggedRange& p : source)
+          if (!p.tag.untagged()) ranges_.assign(p.start - from + at, p.end - from + at, p.tag, p.prot);
+      } else {
+        ranges_.move(from, os::page_round_up(old_len), static_cast<std::uintptr_t>(r), os::page_round_up(new_len));
+      }
       for (const TaggedRange& p : kept)
         if (!p.tag.untagged()) ranges_.assign(p.start, p.end, p.tag, p.prot);
     } catch (const std::bad_alloc&) {
