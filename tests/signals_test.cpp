@@ -227,3 +227,106 @@ TEST_F(Signals, AdoptingInsideASwitchKeepsTheThreadsCopyTrue) {
       }
   ::sigaction(SIGTRAP, &old, nullptr);
 }
+
+namespace {
+pkeys_sigjmp_buf g_jump_env;
+void jump_back(int) { pkeys_siglongjmp(g_jump_env, 1); }
+}  // namespace
+
+// A recovery point saved while this thread held read-write on a key; the
+// key is freed and its number handed to a new owner before the jump. The
+// jump must not give the new owner's key the old owner's rights.
+TEST(SignalsJump, NeverGivesAReusedNumberTheOldOwnersRights) {
+  if (!per_thread_rights()) GTEST_SKIP() << "backend " << pkeys_backend() << ": rights are process-wide, a jump restores none";
+  const int old_key = pkey_alloc(0, 0);
+  ASSERT_GT(old_key, 0) << errno_str();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = jump_back;
+  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0) << errno_str();
+  char* secret = nullptr;
+  int new_key = -1;
+  if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
+    ASSERT_EQ(pkey_free(old_key), 0) << errno_str();
+    new_key = pkey_alloc(0, PKEY_DISABLE_ACCESS);  // the next owner: no access for this thread
+    ASSERT_EQ(new_key, old_key) << "the lowest free number comes back";
+    secret = static_cast<char*>(map_pages(1));
+    secret[0] = 's';
+    ASSERT_EQ(pkey_mprotect(secret, page_size(), PROT_READ | PROT_WRITE, new_key), 0) << errno_str();
+    ::raise(SIGUSR1);
+    ADD_FAILURE() << "no jump";
+  }
+  ::sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_EQ(pkey_get(new_key), PKEY_DISABLE_ACCESS) << "the jump gave the new owner's key the old owner's rights";
+  EXPECT_FALSE(can_read(secret));
+  ASSERT_EQ(::munmap(secret, page_size()), 0) << errno_str();
+  EXPECT_EQ(pkey_free(new_key), 0) << errno_str();
+}
+
+// A recovery point saved with a vkey open (read-write on its cache key);
+// before the jump the vkey is closed and the cache key loaded with another
+// vkey whose base denies access. The jump must not give this thread the
+// old bits on that key, that is the other vkey's pages.
+TEST(SignalsJump, NeverRestoresACacheKeyThatHoldsAnotherVKey) {
+  pkeys_vkey_stats st{};
+  ASSERT_EQ(pkeys_vkey_get_stats(&st), 0) << errno_str();
+  if (st.capacity == 0) GTEST_SKIP() << "no vkey cache on this backend (it has no per-thread rights)";
+  const int capacity = static_cast<int>(st.capacity);
+  ASSERT_EQ(pkeys_vkey_set_cache_limit(1), 0) << errno_str();
+  const int first = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  const int second = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  ASSERT_GT(first, 0) << errno_str();
+  ASSERT_GT(second, 0) << errno_str();
+  char* mine = static_cast<char*>(map_pages(1));
+  char* theirs = static_cast<char*>(map_pages(1));
+  theirs[0] = 't';
+  ASSERT_EQ(pkeys_vkey_mprotect(mine, page_size(), PROT_READ | PROT_WRITE, first), 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_mprotect(theirs, page_size(), PROT_READ | PROT_WRITE, second), 0) << errno_str();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = jump_back;
+  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_begin(first, 0), 0) << errno_str();
+  if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
+    ASSERT_EQ(pkeys_vkey_end(first), 0) << errno_str();
+    // The one cache key now holds `second` (its base: no access).
+    ASSERT_EQ(pkeys_vkey_begin(second, PKEY_DISABLE_ACCESS), 0) << errno_str();
+    ASSERT_EQ(pkeys_vkey_end(second), 0) << errno_str();
+    ::raise(SIGUSR1);
+    ADD_FAILURE() << "no jump";
+  }
+  ::sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_FALSE(can_read(theirs)) << "the jump opened another vkey's pages";
+  EXPECT_EQ(pkeys_vkey_end(first), -1) << "closed before the jump, it stays closed";
+  ::munmap(mine, page_size());
+  ::munmap(theirs, page_size());
+  EXPECT_EQ(pkeys_vkey_destroy(first), 0) << errno_str();
+  EXPECT_EQ(pkeys_vkey_destroy(second), 0) << errno_str();
+  EXPECT_EQ(pkeys_vkey_set_cache_limit(capacity), 0) << errno_str();
+}
+
+// The vkeys this thread opened after the recovery point are closed by the
+// jump (their pins would otherwise hold them open for good); those open at
+// the recovery point stay open.
+TEST(SignalsJump, ClosesTheVKeysOpenedSinceTheRecoveryPoint) {
+  const int outer = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  const int inner = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  ASSERT_GT(outer, 0) << errno_str();
+  ASSERT_GT(inner, 0) << errno_str();
+  char* page = static_cast<char*>(map_pages(1));
+  ASSERT_EQ(pkeys_vkey_mprotect(page, page_size(), PROT_READ | PROT_WRITE, inner), 0) << errno_str();
+  struct sigaction sa {}, old {};
+  sa.sa_handler = jump_back;
+  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_begin(outer, 0), 0) << errno_str();
+  if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
+    ASSERT_EQ(pkeys_vkey_begin(inner, 0), 0) << errno_str();
+    ::raise(SIGUSR1);
+    ADD_FAILURE() << "no jump";
+  }
+  ::sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_FALSE(can_read(page)) << "the vkey opened since the recovery point is still open";
+  EXPECT_EQ(pkeys_vkey_set(inner, 0), 0) << "closed: its base can change; " << errno_str();
+  EXPECT_EQ(pkeys_vkey_end(outer), 0) << "open at the recovery point, still open; " << errno_str();
+  ::munmap(page, page_size());
+  EXPECT_EQ(pkeys_vkey_destroy(inner), 0) << errno_str();
+  EXPECT_EQ(pkeys_vkey_destroy(outer), 0) << errno_str();
+}

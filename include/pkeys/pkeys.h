@@ -211,20 +211,32 @@ PKEYS_API int pkeys_signal_enter(const void *ucontext) __THROW;
  *   else { ... back here with the rights of the pkeys_sigsetjmp call ... }
  *   // in the handler: pkeys_siglongjmp(env, 1);
  *
- * Keys freed in between stay access-disabled. */
+ * Only keys that are the same allocation as at pkeys_sigsetjmp get their
+ * rights back: keys freed in between stay access-disabled, and keys
+ * allocated in between (a number freed and handed to another owner
+ * included) are access-disabled, never given the old owner's rights.
+ * Virtual keys the thread opened in between are closed, innermost first,
+ * as pkeys_vkey_end would (those open at pkeys_sigsetjmp stay open). On
+ * the emulation (no PKEYS_CAP_PER_THREAD_RIGHTS) rights are process-wide
+ * and the jump leaves them as they are; an emulated vkey opened in
+ * between is closed only if pkeys' lock is free (the jump did not leave
+ * code that holds it). */
 typedef struct {
   sigjmp_buf jmp;
   unsigned long long rights;
+  int vkey_depth;
 } pkeys_sigjmp_buf[1];
 
-#define pkeys_sigsetjmp(env, savemask) \
-  ((env)[0].rights = pkeys_rights_save(), sigsetjmp((env)[0].jmp, (savemask)))
+/* Fills `env`'s rights and open vkeys (pkeys_sigsetjmp's part). */
+PKEYS_API void pkeys_sigsetjmp_save_(pkeys_sigjmp_buf env) __THROW;
+#define pkeys_sigsetjmp(env, savemask) (pkeys_sigsetjmp_save_(env), sigsetjmp((env)[0].jmp, (savemask)))
 
 PKEYS_API void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW __attribute__((noreturn));
 #endif /* PKEYS_HAVE_POSIX_SIGNALS */
 
-/* The calling thread's rights on every key, and their restoration (keys
- * allocated now only). Async-signal-safe. */
+/* The calling thread's rights on every key, and their restoration: only
+ * keys that are the same allocation as at the save (freed since: stay
+ * disabled; allocated since: access-disabled). Async-signal-safe. */
 PKEYS_API unsigned long long pkeys_rights_save(void) __THROW;
 PKEYS_API void pkeys_rights_restore(unsigned long long saved) __THROW;
 

@@ -161,8 +161,16 @@ void pkeys_rights_restore(unsigned long long saved) __THROW {
   Runtime::instance().restore_rights(saved);
 }
 
+void pkeys_sigsetjmp_save_(pkeys_sigjmp_buf env) __THROW {
+  env[0].rights = Runtime::instance().save_rights();
+  env[0].vkey_depth = pkeys::core::VKeys::open_depth();
+}
+
 void pkeys_siglongjmp(pkeys_sigjmp_buf env, int val) __THROW {
-  Runtime::instance().restore_rights(env[0].rights);
+  Runtime& rt = Runtime::instance();
+  // The vkeys opened since first: their ends put their keys' bits back.
+  if (pkeys::core::VKeys* v = rt.vkeys()) v->close_above(env[0].vkey_depth);
+  rt.restore_rights(env[0].rights);
   siglongjmp(env[0].jmp, val);
 }
 

@@ -32,6 +32,11 @@ int KeyTable::acquire_locked(backend::Backend& backend, KeyDonor& donor, unsigne
 
 void KeyTable::publish_locked(int key) noexcept {
   labels_[key][0] = 0;
+  // Stamped before it is published: a save that sees the key allocated
+  // sees its stamp too.
+  const std::uint32_t now = allocations_.load(std::memory_order_relaxed) + 1;
+  stamps_[key].store(now, std::memory_order_release);
+  allocations_.store(now, std::memory_order_release);
   allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
   if (register_rights_ && key > 0 && key < 32)
     register_keys_.fetch_or(std::uint32_t{1} << key, std::memory_order_acq_rel);

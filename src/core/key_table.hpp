@@ -47,6 +47,16 @@ class KeyTable {
     return key >= 0 && key < kKeyLimit && (allocated_.load(std::memory_order_acquire) >> key) & 1;
   }
   std::uint64_t allocated_mask() const noexcept { return allocated_.load(std::memory_order_acquire); }
+  // Allocations so far (wrapping), and the keys allocated after the
+  // moment allocations() returned `epoch`: a rights restore must not give
+  // a number's new owner what its old owner had.
+  std::uint32_t allocations() const noexcept { return allocations_.load(std::memory_order_acquire); }
+  std::uint64_t allocated_since(std::uint32_t epoch) const noexcept {
+    std::uint64_t mask = 0;
+    for (int k = 0; k < kKeyLimit; ++k)
+      if (static_cast<std::int32_t>(stamps_[k].load(std::memory_order_acquire) - epoch) > 0) mask |= std::uint64_t{1} << k;
+    return mask;
+  }
   // Whether rights live in a per-thread register, changed without a lock.
   bool per_thread_rights() const noexcept { return per_thread_rights_.load(std::memory_order_relaxed); }
   void set_per_thread_rights(bool on) noexcept { per_thread_rights_.store(on, std::memory_order_relaxed); }
@@ -86,6 +96,8 @@ class KeyTable {
   static int acquire(backend::Backend& backend, KeyDonor& donor, unsigned rights);
 
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
+  std::atomic<std::uint32_t> allocations_{0};
+  std::atomic<std::uint32_t> stamps_[kKeyLimit] = {};  // allocations() when key k was last allocated
   std::atomic<bool> per_thread_rights_{false};
   std::atomic<std::uint32_t> register_keys_{0};
   bool register_rights_ = false;  // set once, before any key is published

@@ -217,11 +217,30 @@ int Runtime::sync_threads() {
   return backend_ ? backend_->sync_threads(&last_missed()) : backend::sync_threads_without_backend(&last_missed());
 }
 
-std::uint64_t Runtime::save_rights() const noexcept { return backend_ ? backend_->save_thread_rights() : 0; }
+// A save: the thread's rights (2 bits a key, at most 16 keys) in the low
+// half, the key table's allocation count in the high half.
+std::uint64_t Runtime::save_rights() const noexcept {
+  if (!backend_) return 0;
+  const std::uint32_t epoch = keys_.allocations();  // before the rights: a key allocated between counts as new
+  return (std::uint64_t{epoch} << 32) | (backend_->save_thread_rights() & 0xffffffffu);
+}
 
 void Runtime::restore_rights(std::uint64_t saved) noexcept {
-  // Only keys in use: a key freed since the save stays disabled.
-  if (backend_) backend_->restore_thread_rights(saved, keys_.allocated_mask() | vkeys_->hardware_key_mask());
+  static_assert(KeyTable::kKeyLimit >= 16);
+  if (!backend_) return;
+  // Only the program's keys that are the same allocation as at the save.
+  // Freed since: they stay disabled. Allocated since (a number freed and
+  // handed to a new owner included): access-disabled, as the thread held
+  // them before they were the program's, never the old owner's rights.
+  // The vkey cache's keys are not the program's: a jump closes the vkeys
+  // opened since (VKeys::close_above), which puts their bits back.
+  const auto epoch = static_cast<std::uint32_t>(saved >> 32);
+  const std::uint64_t allocated = keys_.allocated_mask() & 0xffffu;
+  const std::uint64_t fresh = allocated & keys_.allocated_since(epoch);
+  std::uint64_t rights = saved & 0xffffffffu;
+  for (int k = 1; k < 16; ++k)
+    if ((fresh >> k) & 1) rights = (rights & ~(std::uint64_t{3} << (2 * k))) | (std::uint64_t{PKEY_DISABLE_ACCESS} << (2 * k));
+  backend_->restore_thread_rights(rights, allocated);
 }
 
 int Runtime::signal_enter(const void* ucontext) noexcept {

@@ -148,6 +148,26 @@ int VKeys::end_slow(int vkey) {
   return 0;
 }
 
+void VKeys::close_above(int depth) noexcept {
+  OpenStack& open = t_open;
+  if (depth < 0) depth = 0;
+  while (open.n > depth) {
+    const OpenVKey e = open.entries[open.n];
+    if (e.keep != 0) {
+      --open.n;
+      backend::register_restore(e.keep, e.saved);
+      VKeyCache::unpin(*e.record);
+      continue;
+    }
+    // The emulation's: its close needs the lock, which the code the jump
+    // leaves (or a thread pkeys waits for) may hold.
+    if (!space_.lock_from_signal_handler()) return;
+    --open.n;
+    (void)emulation_.close_locked(e.vkey, *e.record, e.sequence);
+    space_.unlock();
+  }
+}
+
 int VKeys::set(int vkey, unsigned rights) {
   if (!valid_rights(rights)) return -EINVAL;
   std::lock_guard lock(space_);

@@ -83,6 +83,13 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   int protect(std::uintptr_t start, std::size_t len, int prot, int vkey);
   int begin(int vkey, unsigned rights);
   int end(int vkey);
+  // For a jump back to a recovery point (pkeys_siglongjmp): how many vkeys
+  // the calling thread has open, and closing those it opened after it had
+  // `depth` open, innermost first, as their ends would. Signal-safe: a
+  // cached vkey closes without a lock; an emulated one (whose rights are
+  // process-wide) only if pkeys' lock is free, else it stays open.
+  static int open_depth() noexcept { return vkeys_detail::t_open.n; }
+  void close_above(int depth) noexcept;
 
   // The hot path of begin and end, inline, for the C ABI: a cached vkey
   // (x86-pku) opened or closed with no lock, no call and no errno. Either
