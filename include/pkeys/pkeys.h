@@ -397,7 +397,8 @@ struct pkeys_range {
 
 /* Copies up to `max` of the ranges pkeys has recorded as tagged (with
  * pkey_mprotect or pkeys_vkey_mprotect, and still mapped as far as pkeys
- * saw) in address order; returns how many there are. */
+ * saw) in address order; returns how many there are. A quarantined
+ * number's ranges (see pkey_free) are listed under that number. */
 PKEYS_API int pkeys_get_ranges(struct pkeys_range *out, int max) __THROW;
 
 /* --- freeing keys whose pages are still mapped ---------------------------- */
