@@ -85,7 +85,7 @@ TEST_F(AllocatorReentry, PkeyMprotectOfManyRanges) {
   ASSERT_EQ(pkey_mprotect(page(0), 4 * page_size(), PROT_READ | PROT_WRITE, key_), 0) << errno_str();
   ASSERT_EQ(pkey_mprotect(page(1), page_size(), PROT_READ, key_), 0) << errno_str();
   EXPECT_EQ(pieces_of(key_, base_).front(), std::make_pair(0L, 1L));
-  EXPECT_ERRNO(EBUSY, pkey_free(key_)) << "tagged pages are mapped";
+  EXPECT_ERRNO(EBUSY, pkeys_free_strict(key_)) << "tagged pages are mapped";
 }
 
 TEST_F(AllocatorReentry, MunmapMremapAndMprotectOfTaggedRanges) {

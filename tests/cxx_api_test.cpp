@@ -134,6 +134,25 @@ TEST(CxxScopedRights, RestoreOnExitAndNest) {
   EXPECT_EQ(o.fault_key, k->id());
 }
 
+// The default free: the key is gone at once, its region stays locked and
+// keeps the number from the next pkey_alloc until it is unmapped.
+TEST(CxxRegion, KeyReleasedWhileARegionLivesQuarantinesTheNumber) {
+  auto k = pkeys::key::allocate();
+  ASSERT_TRUE(k);
+  const int id = k->id();
+  auto r = pkeys::region::map(page_size(), PROT_READ | PROT_WRITE, *k);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(k->release());
+  EXPECT_EQ(k->id(), -1);
+  EXPECT_EQ(pkey_query(id), -1);
+  int held = -1;
+  ASSERT_EQ(pkeys_get_quarantined(&held, 1), 1);
+  EXPECT_EQ(held, id);
+  EXPECT_FALSE(can_read(r->data()));
+  r = std::unexpected(std::error_code());  // unmaps the region
+  EXPECT_EQ(pkeys_get_quarantined(nullptr, 0), 0);
+}
+
 TEST(CxxRegion, KeyIsBusyWhileARegionLives) {
   auto k = pkeys::key::allocate();
   ASSERT_TRUE(k);
@@ -142,7 +161,7 @@ TEST(CxxRegion, KeyIsBusyWhileARegionLives) {
     auto r = pkeys::region::map(3 * page_size(), PROT_READ | PROT_WRITE, *k);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->size(), 3 * page_size());
-    EXPECT_EQ(k->release(), std::errc::device_or_resource_busy);
+    EXPECT_EQ(k->release_strict(), std::errc::device_or_resource_busy);
     EXPECT_EQ(k->id(), id) << "a busy key stays owned";
   }
   EXPECT_FALSE(k->release());

@@ -90,7 +90,7 @@ TEST(Mprotect, MremapDontunmapKeepsTheKeyOnBothRanges) {
   EXPECT_FALSE(can_read(p)) << "the old range escaped the key";
   EXPECT_FALSE(can_read(q));
   ASSERT_EQ(pkey_set(k, 0), 0);
-  EXPECT_ERRNO(EBUSY, pkey_free(k)) << "pages carry the key";
+  EXPECT_ERRNO(EBUSY, pkeys_free_strict(k)) << "pages carry the key";
   ASSERT_EQ(::munmap(p, page_size()), 0);
   ASSERT_EQ(::munmap(q, page_size()), 0);
   EXPECT_EQ(pkey_free(k), 0);
@@ -143,7 +143,7 @@ TEST(Mprotect, MremapCarriesTheKeyAlong) {
   ASSERT_EQ(pkey_set(k, PKEY_DISABLE_ACCESS), 0);
   EXPECT_EQ(probe(q, Access::read).fault_key, k);
   ASSERT_EQ(pkey_set(k, 0), 0);
-  EXPECT_ERRNO(EBUSY, pkey_free(k)) << "the moved pages still carry the key";
+  EXPECT_ERRNO(EBUSY, pkeys_free_strict(k)) << "the moved pages still carry the key";
   ASSERT_EQ(::munmap(q, 4 * page_size()), 0);
   EXPECT_EQ(pkey_free(k), 0);
 }

@@ -759,6 +759,21 @@ TEST(PkeyctlWx, UnrecognisedPkeysWxIsAnError) {
   EXPECT_TRUE(contains(run({kPkeyctl, "info"}, with_env("PKEYS_WX", "")).out, "policy   off\n"));
 }
 
+// What pkey_free does with a key whose pages are mapped, from PKEYS_FREE
+// (unset: quarantine; a value it does not know: strict, said on stderr),
+// and the numbers held back.
+TEST(PkeyctlInfo, ShowsTheFreeModeAndTheQuarantine) {
+  const Result plain = run({kPkeyctl, "info"}, with_env("PKEYS_FREE", ""));
+  EXPECT_TRUE(contains(plain.out, "  pkey_free     quarantine: ")) << plain.out;
+  EXPECT_TRUE(contains(plain.out, "  quarantined   none\n")) << plain.out;
+  const Result strict = run({kPkeyctl, "info"}, with_env("PKEYS_FREE", "strict"));
+  EXPECT_TRUE(contains(strict.out, "  pkey_free     strict: ")) << strict.out;
+  const Result bogus = run({kPkeyctl, "info"}, with_env("PKEYS_FREE", "bogus"));
+  EXPECT_EQ(bogus.status, 0) << bogus.err;
+  EXPECT_TRUE(contains(bogus.out, "  pkey_free     strict: ")) << bogus.out;
+  EXPECT_TRUE(contains(bogus.err, "pkeys: PKEYS_FREE='bogus' is not strict or quarantine")) << bogus.err;
+}
+
 TEST(PkeyctlMaps, GroupsAProcesssMappingsByKey) {
   int out[2];
   ASSERT_EQ(::pipe(out), 0);

@@ -5,7 +5,8 @@
  * A protection key tags pages; each thread holds rights on every key (deny
  * access, deny write) and changes them without a system call on hardware
  * with x86 PKU. pkeys manages keys like file descriptors: allocated,
- * queried, and freed only when no mapped page still carries them. Where the
+ * queried, and handed out again only when no mapped page still carries
+ * them. Where the
  * hardware is missing, an emulation enforces the same rights with
  * mprotect, process-wide instead of per thread (see pkeys_capabilities).
  *
@@ -23,7 +24,7 @@
  *   memcpy(secret, "hunter2", 8);
  *   pkey_set(key, PKEY_DISABLE_ACCESS);  // any access now faults
  *   munmap(secret, 4096);
- *   pkey_free(key);                      // EBUSY while pages carry the key
+ *   pkey_free(key);                      // the number is free again
  *
  * Every function returns -1 and sets errno on failure, and then has
  * changed nothing.
@@ -104,8 +105,13 @@ extern "C" {
  * handler), EAGAIN (too many threads) and ENOMEM. */
 PKEYS_API int pkey_alloc(unsigned int flags, unsigned int access_rights) __THROW;
 
-/* Frees an allocated key. Errors: EINVAL (not allocated), EBUSY (a mapped
- * page still carries the key). Afterwards no thread keeps a right to it. */
+/* Frees an allocated key; afterwards no thread keeps a right to it. As
+ * glibc's, it succeeds while mapped pages carry the key, as close() does
+ * for a file that is still mapped: the program no longer owns the number
+ * (pkey_query: EBADF), the pages stay access-disabled in every thread, and
+ * the number is quarantined, never handed out again until no page carries
+ * it (see pkeys_reclaim_keys). Under PKEYS_FREE_STRICT it fails with EBUSY
+ * instead. Errors: EINVAL (not allocated), EBUSY (strict mode only). */
 PKEYS_API int pkey_free(int pkey) __THROW;
 
 /* mprotect that also tags the range with `pkey`: -1 keeps each page's key
@@ -405,8 +411,39 @@ struct pkeys_range {
 
 /* Copies up to `max` of the ranges pkeys has recorded as tagged (with
  * pkey_mprotect or pkeys_vkey_mprotect, and still mapped as far as pkeys
- * saw) in address order; returns how many there are. */
+ * saw) in address order; returns how many there are. A quarantined
+ * number's ranges (see pkey_free) are listed under that number. */
 PKEYS_API int pkeys_get_ranges(struct pkeys_range *out, int max) __THROW;
+
+/* --- freeing keys whose pages are still mapped ---------------------------- */
+
+/* What pkey_free does with a key that mapped pages still carry:
+ * PKEYS_FREE_QUARANTINE (the default, glibc-compatible) frees it and
+ * quarantines the number; PKEYS_FREE_STRICT refuses with EBUSY and the key
+ * stays allocated. Initially from PKEYS_FREE=strict|quarantine (unset or
+ * empty: quarantine; any other value: strict, reported on stderr).
+ * pkeys_set_free_mode fails with EINVAL for another value. */
+#define PKEYS_FREE_QUARANTINE 0
+#define PKEYS_FREE_STRICT 1
+PKEYS_API int pkeys_set_free_mode(int mode) __THROW;
+PKEYS_API int pkeys_get_free_mode(void) __THROW;
+
+/* pkey_free in strict mode, whatever the process's mode: EBUSY while a
+ * mapped page carries the key. */
+PKEYS_API int pkeys_free_strict(int pkey) __THROW;
+
+/* Hands quarantined numbers that no page carries any more back for
+ * pkey_alloc, and returns how many. pkeys also does so when pkey_alloc
+ * runs out of numbers and when the last recorded range of a quarantined
+ * number is unmapped or retagged through pkeys; this call also finds pages
+ * unmapped by raw system calls. Where the mappings cannot be read
+ * (/proc), a number stays quarantined. */
+PKEYS_API int pkeys_reclaim_keys(void) __THROW;
+
+/* Fills up to `max` quarantined numbers, ascending, into `out` (may be
+ * NULL with max 0) and returns how many there are. pkeys_get_ranges lists
+ * the ranges that hold them, under their number. */
+PKEYS_API int pkeys_get_quarantined(int *out, int max) __THROW;
 
 /* --- queries ----------------------------------------------------------- */
 

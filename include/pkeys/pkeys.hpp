@@ -22,8 +22,10 @@
 //     std::memcpy(secret->data(), "hunter2", 8);
 //   }  // access disabled again: touching secret->data() faults
 //
-// Destroy regions before their key: a key is freed only once no page
-// carries it (the region's destructor unmaps its pages).
+// A key destroyed while regions still carry it is freed as pkey_free
+// frees it: the regions' pages stay access-disabled in every thread and the
+// number is not handed out again until they are unmapped. release_strict()
+// refuses instead (EBUSY).
 #ifndef PKEYS_PKEYS_HPP
 #define PKEYS_PKEYS_HPP
 
@@ -112,8 +114,7 @@ class key {
   }
   key(const key&) = delete;
   key& operator=(const key&) = delete;
-  // Frees the key. If pages still carry it, the key stays allocated (a
-  // freed number would be a use-after-free); call release() to see why.
+  // Frees the key, as release() does; never throws.
   ~key() { (void)release(); }
 
   // The key number, or -1 once released or moved from.
@@ -146,19 +147,25 @@ class key {
     return {};
   }
 
-  // Frees the key now. std::errc::device_or_resource_busy (EBUSY) while a
-  // mapped page carries it; the key then stays owned.
-  std::error_code release() noexcept {
+  // Frees the key now, as pkey_free: while mapped pages carry it the
+  // number is quarantined (or, under PKEYS_FREE_STRICT, EBUSY and the key
+  // stays owned).
+  std::error_code release() noexcept { return release_with(pkey_free); }
+  // Frees the key only if no mapped page carries it:
+  // std::errc::device_or_resource_busy (EBUSY) otherwise, and the key stays
+  // owned.
+  std::error_code release_strict() noexcept { return release_with(pkeys_free_strict); }
+
+ private:
+  friend class scoped_rights;
+  std::error_code release_with(int (*free_key)(int) noexcept) noexcept {
     if (id_ <= 0) return {};
-    if (pkey_free(id_) != 0) return detail::errno_code();
+    if (free_key(id_) != 0) return detail::errno_code();
     id_ = -1;
     keep_ = ~0u;
     access_bit_ = 0;
     return {};
   }
-
- private:
-  friend class scoped_rights;
   [[gnu::noinline]] std::error_code set_checked(rights r) const noexcept {
     if (pkey_set(id_, r.bits()) != 0) return detail::errno_code();
     return {};

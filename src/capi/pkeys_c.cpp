@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "backend/register_rights.hpp"
@@ -75,7 +77,44 @@ int pkey_alloc(unsigned int flags, unsigned int access_rights) __THROW {
 }
 
 int pkey_free(int pkey) __THROW {
-  return call([&](Runtime& rt) { return rt.free(pkey); });
+  const bool strict = pkeys::core::free_mode() == pkeys::core::FreeMode::strict;
+  return call([&](Runtime& rt) { return rt.free(pkey, strict); });
+}
+
+int pkeys_free_strict(int pkey) __THROW {
+  return call([&](Runtime& rt) { return rt.free(pkey, true); });
+}
+
+int pkeys_set_free_mode(int mode) __THROW {
+  if (mode != PKEYS_FREE_QUARANTINE && mode != PKEYS_FREE_STRICT) {
+    errno = EINVAL;
+    return -1;
+  }
+  pkeys::core::set_free_mode(static_cast<pkeys::core::FreeMode>(mode));
+  return 0;
+}
+
+int pkeys_get_free_mode(void) __THROW { return static_cast<int>(pkeys::core::free_mode()); }
+
+int pkeys_reclaim_keys(void) __THROW {
+  return call([&](Runtime& rt) { return rt.reclaim_keys(); });
+}
+
+int pkeys_get_quarantined(int* out, int max) __THROW {
+  if (max < 0 || (max > 0 && !out)) {
+    errno = EINVAL;
+    return -1;
+  }
+  // Never constructs the Runtime: without it nothing is quarantined.
+  const Runtime* rt = Runtime::if_constructed();
+  const std::uint64_t quarantined = rt ? rt->quarantined() : 0;
+  int n = 0;
+  for (int key = 1; key < Runtime::kKeyLimit; ++key) {
+    if (!((quarantined >> key) & 1)) continue;
+    if (n < max) out[n] = key;
+    ++n;
+  }
+  return n;
 }
 
 int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {

@@ -1,15 +1,56 @@
 // SPDX-License-Identifier: MIT
 #include "core/key_table.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
-#include "core/address_space.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
 
 constinit KeyTable g_key_table;
+
+namespace {
+
+std::atomic<int> g_free_mode{-1};  // -1: PKEYS_FREE not read yet
+
+// Unset or empty: quarantine, glibc's behaviour. A value that is neither
+// (a typo) keeps the stricter behaviour the user presumably asked for.
+FreeMode free_mode_from_environment(const char** unrecognised) noexcept {
+  const char* s = std::getenv("PKEYS_FREE");
+  *unrecognised = nullptr;
+  if (!s || !*s || std::strcmp(s, "quarantine") == 0) return FreeMode::quarantine;
+  if (std::strcmp(s, "strict") == 0) return FreeMode::strict;
+  *unrecognised = s;
+  return FreeMode::strict;
+}
+
+}  // namespace
+
+FreeMode free_mode() noexcept {
+  int m = g_free_mode.load(std::memory_order_acquire);
+  if (m < 0) {
+    const char* unrecognised = nullptr;
+    const FreeMode from_env = free_mode_from_environment(&unrecognised);
+    int expected = -1;
+    // Only the thread that stores the value reports it: once per process.
+    if (g_free_mode.compare_exchange_strong(expected, static_cast<int>(from_env)) && unrecognised) {
+      char line[128];
+      const int n = std::snprintf(line, sizeof line,
+                                  "pkeys: PKEYS_FREE='%.40s' is not strict or quarantine: strict\n", unrecognised);
+      if (n > 0) (void)!::write(STDERR_FILENO, line, std::min(static_cast<std::size_t>(n), sizeof line - 1));
+    }
+    m = g_free_mode.load(std::memory_order_acquire);
+  }
+  return static_cast<FreeMode>(m);
+}
+
+void set_free_mode(FreeMode mode) noexcept { g_free_mode.store(static_cast<int>(mode), std::memory_order_release); }
 
 static_assert(KeyTable::kAllocAllThreads == PKEYS_ALLOC_ALL_THREADS);
 static_assert(valid_rights(PKEYS_RIGHTS_MASK) && !valid_rights(PKEYS_RIGHTS_MASK + 1));
@@ -42,14 +83,18 @@ void KeyTable::publish_locked(int key) noexcept {
     register_keys_.fetch_or(std::uint32_t{1} << key, std::memory_order_acq_rel);
 }
 
-int KeyTable::unpublish_locked(AddressSpace& space, int key) {
-  if (!is_allocated(key)) return -EINVAL;  // lost a race with another free
-  if (space.key_in_use_locked(key)) return -EBUSY;
-  space.forget_locked(Tag::key(key));  // may throw, before the key changes
+void KeyTable::unpublish_locked(int key) noexcept {
   if (key < 32) register_keys_.fetch_and(~(std::uint32_t{1} << key), std::memory_order_acq_rel);
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
-  return 0;
+}
+
+void KeyTable::quarantine_locked(int key) noexcept {
+  quarantined_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
+}
+
+void KeyTable::end_quarantine_locked(int key) noexcept {
+  quarantined_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
 }
 
 int KeyTable::execute_only_key_locked(backend::Backend& backend, KeyDonor& donor) {

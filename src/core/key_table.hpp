@@ -4,10 +4,12 @@
 // constructing anything.
 //
 // It knows which keys are allocated, whether rights live in a per-thread
-// register (no lock to change them), each key's label and pkeys' own
-// execute-only key. Allocation and freeing live here too; they run under
-// the address space's lock, since a free must know that no page carries
-// the key any more.
+// register (no lock to change them), each key's label, pkeys' own
+// execute-only key, and the quarantined numbers: freed by the program
+// while pages still carried them, so held back from pkey_alloc until no
+// page does. Allocation and freeing live here too; they run under the
+// address space's lock, since a free must know whether a page carries the
+// key.
 #pragma once
 
 #include <sys/types.h>
@@ -21,8 +23,6 @@
 
 namespace pkeys::core {
 
-class AddressSpace;
-
 // Gives back a hardware key held by pkeys itself (the vkey cache) so that
 // the program can have it. False when none can be.
 class KeyDonor {
@@ -34,6 +34,14 @@ class KeyDonor {
 };
 
 constexpr bool valid_rights(unsigned rights) noexcept { return (rights & ~0x3u) == 0u; }  // PKEYS_RIGHTS_MASK
+
+// What pkey_free does with a key that mapped pages still carry
+// (PKEYS_FREE_*): free it and quarantine the number, or refuse (EBUSY).
+enum class FreeMode { quarantine = 0, strict = 1 };
+// From PKEYS_FREE=strict|quarantine at first use (unset or empty:
+// quarantine); any other value means strict, reported once on stderr.
+FreeMode free_mode() noexcept;
+void set_free_mode(FreeMode mode) noexcept;
 
 class KeyTable {
  public:
@@ -57,6 +65,8 @@ class KeyTable {
       if (static_cast<std::int32_t>(stamps_[k].load(std::memory_order_acquire) - epoch) > 0) mask |= std::uint64_t{1} << k;
     return mask;
   }
+  // Bit k: number k is quarantined (not the program's; pages carry it).
+  std::uint64_t quarantined_mask() const noexcept { return quarantined_.load(std::memory_order_acquire); }
   // Whether rights live in a per-thread register, changed without a lock.
   bool per_thread_rights() const noexcept { return per_thread_rights_.load(std::memory_order_relaxed); }
   void set_per_thread_rights(bool on) noexcept { per_thread_rights_.store(on, std::memory_order_relaxed); }
@@ -74,10 +84,14 @@ class KeyTable {
   // hardware key when none is free; then, once it is ready, the program's.
   int acquire_locked(backend::Backend& backend, KeyDonor& donor, unsigned rights);
   void publish_locked(int key) noexcept;
-  // Freeing too: the program's key is no longer allocated (-EINVAL: it was
-  // not; -EBUSY while a mapped page carries it), then the caller releases
-  // it to the backend, which resets it in every thread.
-  int unpublish_locked(AddressSpace& space, int key);
+  // Freeing too: the program's key is no longer allocated (the caller
+  // checked that it was, and whether a page carries it). Then the caller
+  // either releases the number to the backend, which resets it in every
+  // thread, or, when pages still carry it, resets it and quarantines it:
+  // the backend keeps holding the number until end_quarantine_locked.
+  void unpublish_locked(int key) noexcept;
+  void quarantine_locked(int key) noexcept;
+  void end_quarantine_locked(int key) noexcept;
   // pkeys' own key for execute-only memory, acquired at first use: every
   // thread holds it access-disabled.
   int execute_only_key_locked(backend::Backend& backend, KeyDonor& donor);
@@ -98,6 +112,7 @@ class KeyTable {
   std::atomic<std::uint64_t> allocated_{1};  // bit k: key k allocated; key 0 always
   std::atomic<std::uint32_t> allocations_{0};
   std::atomic<std::uint32_t> stamps_[kKeyLimit] = {};  // allocations() when key k was last allocated
+  std::atomic<std::uint64_t> quarantined_{0};
   std::atomic<bool> per_thread_rights_{false};
   std::atomic<std::uint32_t> register_keys_{0};
   bool register_rights_ = false;  // set once, before any key is published

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -12,6 +13,7 @@
 #include "arch/arch.hpp"
 #include "backend/select.hpp"
 #include "os/pages.hpp"
+#include "os/proc_maps.hpp"
 #include "pkeys/pkeys.h"
 
 namespace pkeys::core {
@@ -74,7 +76,7 @@ int Runtime::alloc(unsigned flags, unsigned rights) {
   // never under the lock every other call needs.
   const bool wait_unlocked = keys_.per_thread_rights();
   int key;
-  for (bool reclaimed = false;;) {
+  for (bool quarantine_checked = false, reclaimed = false;;) {
     {
       std::lock_guard lock(space_);
       key = keys_.acquire_locked(*backend_, *vkeys_, rights);
@@ -89,8 +91,15 @@ int Runtime::alloc(unsigned flags, unsigned rights) {
         return key;
       }
     }
+    if (key != -ENOSPC) break;
+    // Quarantined numbers whose pages are gone (a raw munmap pkeys did not
+    // see): the number is only looked for once all are taken.
+    if (!quarantine_checked) {
+      quarantine_checked = true;
+      if (keys_.quarantined_mask() != 0 && end_quarantines(keys_.quarantined_mask()) > 0) continue;
+    }
     // Numbers some thread could not be reset on: try again, unlocked.
-    if (key != -ENOSPC || reclaimed || !backend_->reclaim_keys()) break;
+    if (reclaimed || !backend_->reclaim_keys()) break;
     reclaimed = true;
   }
   if (key < 0) return key;
@@ -104,21 +113,88 @@ int Runtime::alloc(unsigned flags, unsigned rights) {
   return key;
 }
 
-int Runtime::free(int key) {
+int Runtime::free(int key, bool strict) {
   if (key <= 0 || !keys_.is_allocated(key)) return -EINVAL;
-  if (!keys_.per_thread_rights()) {
-    std::lock_guard lock(space_);
-    if (int r = keys_.unpublish_locked(space_, key); r < 0) return r;
-    return backend_->release_key(key);
-  }
+  const bool per_thread = keys_.per_thread_rights();
+  bool quarantine = false;
   {
     std::lock_guard lock(space_);
-    if (int r = keys_.unpublish_locked(space_, key); r < 0) return r;
+    if (!keys_.is_allocated(key)) return -EINVAL;  // lost a race with another free
+    if (!space_.key_in_use_locked(key)) {
+      space_.forget_locked(Tag::key(key));  // may throw, before the key changes
+      keys_.unpublish_locked(key);
+      if (!per_thread) return backend_->release_key(key);
+    } else if (strict) {
+      return -EBUSY;
+    } else if (!per_thread) {
+      // Pages still carry it: no thread keeps a right to them, and the
+      // backend keeps the number. Process-wide rights are the pages'
+      // protections: changed first, so that a failure changes nothing.
+      if (int r = backend_->set_rights(key, PKEY_DISABLE_ACCESS); r < 0) return r;
+      keys_.unpublish_locked(key);
+      keys_.quarantine_locked(key);
+      return 0;
+    } else {
+      keys_.unpublish_locked(key);
+      quarantine = true;
+    }
   }
   // The reset in every thread waits for them: without the lock. Nothing
   // can hand the number out meanwhile (the backend still holds it), and a
   // change of the key now fails (key_still_allocated).
-  return backend_->release_key(key);
+  if (!quarantine) return backend_->release_key(key);
+  // Quarantined only once every thread is reset: a quarantine that ended
+  // meanwhile could give the number to a new owner whose rights this reset
+  // would then take. A thread the reset missed is reset again when the
+  // number is released (release_key).
+  backend_->set_rights_in(backend::kAllThreads, key, PKEY_DISABLE_ACCESS, &last_missed(), nullptr);
+  std::lock_guard lock(space_);
+  keys_.quarantine_locked(key);
+  return 0;
+}
+
+int Runtime::reclaim_keys() {
+  const std::uint64_t quarantined = keys_.quarantined_mask();
+  return quarantined ? end_quarantines(quarantined) : 0;
+}
+
+std::uint64_t Runtime::quarantined_with_ranges() {
+  const std::uint64_t quarantined = keys_.quarantined_mask();
+  if (quarantined == 0) return 0;
+  std::uint64_t with = 0;
+  std::lock_guard lock(space_);
+  for (int key = 1; key < kKeyLimit; ++key)
+    if ((quarantined >> key) & 1)
+      space_.for_each_of_locked(Tag::key(key), [&](const TaggedRange&) { with |= std::uint64_t{1} << key; });
+  return with;
+}
+
+bool Runtime::quarantined_key_in_use_locked(int key) {
+  // The kernel's word where it keeps keys; a failed read proves nothing.
+  if (backend_->capabilities() & backend::kHardware) return os::kernel_key_in_use(key) != 0;
+  return space_.tag_in_use_locked(Tag::key(key));  // records pruned from /proc/self/maps (kept if unreadable)
+}
+
+int Runtime::end_quarantines(std::uint64_t candidates) {
+  const bool per_thread = keys_.per_thread_rights();
+  std::uint64_t ended = 0;
+  {
+    std::lock_guard lock(space_);
+    candidates &= keys_.quarantined_mask();  // another thread may have ended some
+    for (int key = 1; key < kKeyLimit; ++key) {
+      if (!((candidates >> key) & 1) || quarantined_key_in_use_locked(key)) continue;
+      space_.forget_locked(Tag::key(key));
+      keys_.end_quarantine_locked(key);
+      ended |= std::uint64_t{1} << key;
+      if (!per_thread) backend_->release_key(key);
+    }
+  }
+  // As free: the backend's reset in every thread waits for them, unlocked;
+  // it holds the numbers until then.
+  if (per_thread)
+    for (int key = 1; key < kKeyLimit; ++key)
+      if ((ended >> key) & 1) backend_->release_key(key);
+  return std::popcount(ended);
 }
 
 int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
@@ -128,10 +204,16 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
     if (key > 0) return -EINVAL;
     return static_cast<int>(sys::raw_syscall(SYS_mprotect, static_cast<long>(start), static_cast<long>(len), prot));
   }
-  std::lock_guard lock(space_);
-  if (key > 0 && !keys_.is_allocated(key)) return -EINVAL;
-  if (key == -1) return space_.protect_keeping_tags_locked(start, len, prot);
-  return space_.protect_locked(start, len, prot, Tag::key(key));
+  if (key == -1) {  // every page keeps its key, quarantined ones too
+    std::lock_guard lock(space_);
+    return space_.protect_keeping_tags_locked(start, len, prot);
+  }
+  // Retagging may take the last range of a quarantined number.
+  return static_cast<int>(reclaiming([&]() -> long {
+    std::lock_guard lock(space_);
+    if (key > 0 && !keys_.is_allocated(key)) return -EINVAL;
+    return space_.protect_locked(start, len, prot, Tag::key(key));
+  }));
 }
 
 int Runtime::set(int key, unsigned rights) {

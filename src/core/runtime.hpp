@@ -47,7 +47,13 @@ class [[gnu::visibility("hidden")]] Runtime {
   int max_keys() const noexcept { return backend_ ? backend_->max_keys() : 0; }
 
   int alloc(unsigned flags, unsigned rights);
-  int free(int key);
+  // A key that mapped pages still carry: -EBUSY when `strict`, else freed
+  // and its number quarantined (key_table.hpp).
+  int free(int key, bool strict);
+  // Quarantined numbers no page carries any more go back to the backend;
+  // returns how many.
+  int reclaim_keys();
+  std::uint64_t quarantined() const noexcept { return keys_.quarantined_mask(); }
   int protect(void* addr, std::size_t len, int prot, int key);
   int set(int key, unsigned rights);
   int get(int key) const;    // -EINVAL for a key not allocated
@@ -87,12 +93,15 @@ class [[gnu::visibility("hidden")]] Runtime {
   bool describe_fault(const siginfo_t* si, const void* ucontext, FaultReport* report) noexcept;
 
   // The mmap family, keeping the records in step (see capi/interpose.cpp).
-  long unmap(void* addr, std::size_t len) { return space_.unmap(addr, len); }
+  // Each may take the last range of a quarantined number away.
+  long unmap(void* addr, std::size_t len) {
+    return reclaiming([&] { return space_.unmap(addr, len); });
+  }
   long map(void* addr, std::size_t len, int prot, int flags, int fd, long offset) {
-    return space_.map(addr, len, prot, flags, fd, offset);
+    return reclaiming([&] { return space_.map(addr, len, prot, flags, fd, offset); });
   }
   long remap(void* old_addr, std::size_t old_len, std::size_t new_len, int flags, void* new_addr) {
-    return space_.remap(old_addr, old_len, new_len, flags, new_addr);
+    return reclaiming([&] { return space_.remap(old_addr, old_len, new_len, flags, new_addr); });
   }
 
  private:
@@ -102,6 +111,27 @@ class [[gnu::visibility("hidden")]] Runtime {
   static void after_fork() noexcept;
   // The key a SIGSEGV is blamed on from the records (locks), or -1.
   int fault_key_from_records(const siginfo_t& si) noexcept;
+
+  // Quarantine. `f` changes mappings; a quarantined number whose last
+  // recorded range it took away is released after it (best effort: a
+  // failure leaves the number quarantined, never fails `f`'s call).
+  template <class F>
+  long reclaiming(F&& f) {
+    const std::uint64_t before = quarantined_with_ranges();  // one load while none is quarantined
+    const long r = f();
+    if (before != 0) {
+      try {
+        if (const std::uint64_t gone = before & ~quarantined_with_ranges()) end_quarantines(gone);
+      } catch (...) {  // out of memory reading the mappings: still quarantined
+      }
+    }
+    return r;
+  }
+  // Quarantined numbers with a recorded range (takes the lock).
+  std::uint64_t quarantined_with_ranges();
+  // Releases those of `candidates` no page carries; returns how many.
+  int end_quarantines(std::uint64_t candidates);
+  bool quarantined_key_in_use_locked(int key);
 
   static constinit std::atomic<Runtime*> constructed_;
   static constinit std::atomic<VKeys*> vkeys_ready_;

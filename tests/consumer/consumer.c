@@ -19,7 +19,7 @@ int main(void) {
   if (key <= 0 || page == MAP_FAILED || pkey_mprotect(page, 4096, PROT_READ | PROT_WRITE, key) != 0) return 1;
   page[0] = 'k';
   if (pkey_set(key, PKEY_DISABLE_WRITE) != 0 || pkey_get(key) != PKEY_DISABLE_WRITE) return 1;
-  if (pkey_free(key) != -1) return 1; /* EBUSY: the page still carries it */
+  if (pkeys_free_strict(key) != -1) return 1; /* EBUSY: the page still carries it */
   munmap(page, 4096);
   if (pkey_free(key) != 0) return 1;
   printf("consumer: pkeys %s, %s backend works\n", pkeys_version(), pkeys_backend());

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // pkeyctl info: what this machine offers and what pkeys chose.
 #include <cpuid.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,7 +49,9 @@ int info(int argc, char** argv) {
         "usage: pkeyctl info\n\n"
         "Shows the CPU's protection-key flags (PKU, OSPKE), the kernel's support,\n"
         "the backend pkeys chose and why, its capabilities, the W^X policy\n"
-        "(PKEYS_WX), the free keys and, on the hardware, this thread's PKRU register.\n\n"
+        "(PKEYS_WX), the free keys, what pkey_free does with a key whose pages\n"
+        "are mapped (PKEYS_FREE) and the numbers it holds back (quarantined) with\n"
+        "their ranges, and, on the hardware, this thread's PKRU register.\n\n"
         "Exit status: 0 success, 2 usage error.\n");
     return 0;
   }
@@ -110,6 +114,33 @@ int info(int argc, char** argv) {
   std::printf("keys:\n  numbers  %d (key 0 is the default key)\n  free     %zu\n",
               pkeys_max_keys(), taken.size());
   for (int key : taken) pkey_free(key);
+
+  // What pkey_free does with a key whose pages are still mapped, and the
+  // numbers it holds back for that reason, with the ranges that hold them.
+  const char* env_free = std::getenv("PKEYS_FREE");
+  std::printf("  pkey_free     %s (%s%s)\n",
+              pkeys_get_free_mode() == PKEYS_FREE_STRICT
+                  ? "strict: refused (EBUSY) while mapped pages carry the key"
+                  : "quarantine: a key whose pages are mapped is freed, its number held back until they are gone",
+              env_free && *env_free ? "PKEYS_FREE=" : "default, PKEYS_FREE unset", env_free && *env_free ? env_free : "");
+  std::vector<int> held(64);
+  const int nheld = std::max(0, pkeys_get_quarantined(held.data(), static_cast<int>(held.size())));
+  held.resize(static_cast<std::size_t>(std::min(nheld, 64)));
+  if (held.empty()) std::printf("  quarantined   none\n");
+  std::vector<pkeys_range> ranges(static_cast<std::size_t>(std::max(0, pkeys_get_ranges(nullptr, 0))) + 16);
+  const int nranges = std::max(0, std::min(pkeys_get_ranges(ranges.data(), static_cast<int>(ranges.size())),
+                                           static_cast<int>(ranges.size())));
+  for (int key : held) {
+    std::printf("  quarantined   key %d, held by:", key);
+    int shown = 0;
+    for (int i = 0; i < nranges; ++i) {
+      const pkeys_range& r = ranges[static_cast<std::size_t>(i)];
+      if (r.pkey != key) continue;
+      std::printf("\n    %p-%p", r.start, static_cast<void*>(static_cast<char*>(r.start) + r.len));
+      ++shown;
+    }
+    std::printf("%s\n", shown ? "" : " no recorded range (pages the kernel still tags with it)");
+  }
 
   pkeys_vkey_stats vs{};
   if (pkeys_vkey_get_stats(&vs) == 0)
