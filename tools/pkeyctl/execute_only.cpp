@@ -21,8 +21,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "elf_image.hpp"
 
 namespace pkeyctl {
 namespace {
@@ -114,8 +118,24 @@ std::string find_library(std::string* looked) {
   return "";
 }
 
+// "OFFSET (function+0xN)" where the object's symbols (.symtab, else
+// .dynsym) name the function holding OFFSET, else OFFSET. Offsets are from
+// the object's load address: virtual addresses in its file.
+std::string with_symbol(const std::string& object, const std::string& offset) {
+  static std::map<std::string, std::optional<ElfImage>> images;  // read once each
+  auto it = images.find(object);
+  if (it == images.end()) {
+    std::string error;
+    it = images.emplace(object, ElfImage::load(object, &error)).first;
+  }
+  if (!it->second || offset.rfind("0x", 0) != 0) return offset;
+  const std::string symbol = it->second->symbol_at(std::strtoull(offset.c_str(), nullptr, 16));
+  return symbol.empty() ? offset : offset + " (" + symbol + ")";
+}
+
 // A report line from the library, "xom-learn pid=N object=O offset=X by=W",
-// as pkeyctl says it.
+// as pkeyctl says it; W is OBJECT+OFFSET, or an address outside
+// execute-only code.
 void print_report(const std::string& line, std::vector<std::string>* objects) {
   auto field = [&](const char* name) {
     const std::string key = std::string(" ") + name + "=";
@@ -129,8 +149,11 @@ void print_report(const std::string& line, std::vector<std::string>* objects) {
     return;
   }
   const std::string object = field("object");
+  std::string by = field("by");
+  if (const std::size_t plus = by.rfind('+'); plus != std::string::npos)
+    by = by.substr(0, plus + 1) + with_symbol(by.substr(0, plus), by.substr(plus + 1));
   std::fprintf(stderr, "pkeyctl: execute-only (learn): pid %s read the code of %s at offset %s, from %s: made r-x again\n",
-               field("pid").c_str(), object.c_str(), field("offset").c_str(), field("by").c_str());
+               field("pid").c_str(), object.c_str(), with_symbol(object, field("offset")).c_str(), by.c_str());
   bool known = false;
   for (const std::string& o : *objects) known = known || o == object;
   if (!known) objects->push_back(object);
