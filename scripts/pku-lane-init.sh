@@ -96,9 +96,18 @@ xom_read_learn() {
   expect_rc 0 xom-read-learn ./pkeyctl run --execute-only=learn -- ./xom_probe read-code &&
     grep -q "read the code of /tests/xom_probe at offset 0x[0-9a-f]* (.*own_function.*), from /tests/xom_probe+0x[0-9a-f]* (main+0x" /tmp/xom-read-learn.err
 }
+# A program that reuses the report pipe's number for a file of its own.
+xom_reused_fd() { expect_rc 0 xom-reused-fd ./pkeyctl run --execute-only=learn -- ./xom_probe reused-report-fd; }
 # The program's own SIGSEGV handler for a fault of its own (learn chains to it).
 xom_own_handler_strict() { expect_rc 42 xom-own-strict ./pkeyctl run --execute-only=strict -- ./xom_probe own-handler; }
 xom_own_handler_learn() { expect_rc 42 xom-own-learn ./pkeyctl run --execute-only=learn -- ./xom_probe own-handler; }
+# With the seccomp W^X filter (and MDWE on 6.3+) too: nothing it does asks
+# for W+X or an execute gain.
+xom_with_deny_wx() { expect_rc 0 xom-deny-wx ./pkeyctl run --deny-wx --execute-only=strict -- ./xom_probe check; }
+xom_with_log_wx() {
+  expect_rc 0 xom-log-wx ./pkeyctl run --log-wx --execute-only=learn -- ./xom_probe check &&
+    ! grep -q "W^X" /tmp/xom-log-wx.err
+}
 xom_static() {
   expect_rc 1 xom-static ./pkeyctl run --execute-only -- /bin/busybox true &&
     grep -q "statically linked" /tmp/xom-static.err
@@ -136,10 +145,15 @@ run xom-check-strict -- xom_check_strict
 run xom-check-learn -- xom_check_learn
 run xom-read-strict -- xom_read_strict
 run xom-read-learn -- xom_read_learn
+run xom-reused-report-fd -- xom_reused_fd
 run xom-own-handler-strict -- xom_own_handler_strict
 run xom-own-handler-learn -- xom_own_handler_learn
+run xom-with-deny-wx -- xom_with_deny_wx
+run xom-with-log-wx -- xom_with_log_wx
 run xom-maps -- xom_maps
 run xom-env -- xom_real env /usr/bin/env
+run xom-ls -- xom_real ls /usr/bin/ls -l /tests
+run xom-sha256sum -- xom_real sha256sum /usr/bin/sha256sum /tests/xom_probe
 run xom-openssl -- xom_real openssl /usr/bin/openssl dgst -sha256 /tests/xom_probe
 run startup-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_startup
 run conformance-x86-pku PKEYS_BACKEND=x86-pku -- ./pkeys_conformance

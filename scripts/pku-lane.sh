@@ -253,7 +253,7 @@ mkdir -p "$initrd_dir/usr/bin" "$initrd_dir/lib"
 cp "$build/src/xom/libpkeys_xom.so" "$initrd_dir/lib/"
 strip --strip-debug -o "$initrd_dir/tests/xom_probe" "$build/tests/xom_probe"
 strip --strip-debug -o "$initrd_dir/tests/libxom_plugin.so" "$build/tests/libxom_plugin.so"
-xom_real_programs=(/usr/bin/env /usr/bin/openssl)
+xom_real_programs=(/usr/bin/env /usr/bin/ls /usr/bin/sha256sum /usr/bin/openssl)
 for p in "${xom_real_programs[@]}"; do cp -L "$p" "$initrd_dir$p"; done
 copy_dynamic "$initrd_dir" "$build/tests/xom_probe" "$build/tests/libxom_plugin.so" "$build/src/xom/libpkeys_xom.so" \
   "${xom_real_programs[@]}"

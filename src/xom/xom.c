@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -68,6 +69,10 @@ static atomic_int range_count;
 static pthread_mutex_t walk_lock = PTHREAD_MUTEX_INITIALIZER;
 static int learn_mode;
 static int report_fd = -1;
+// The pipe report_fd was at start: a program that closes it and opens
+// something else under its number must not get report lines in its file.
+static dev_t report_dev;
+static ino_t report_ino;
 static uintptr_t page_size;
 
 // --- small async-signal-safe output ---------------------------------------
@@ -257,6 +262,12 @@ static void describe(struct Line* l, uintptr_t addr) {
   put_hex(l, addr - r->base);
 }
 
+static int report_fd_is_ours(void) {
+  struct stat st;
+  return report_fd >= 0 && fstat(report_fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_dev == report_dev &&
+         st.st_ino == report_ino;
+}
+
 static void learn_handler(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
   const uintptr_t addr = (uintptr_t)info->si_addr;
@@ -264,7 +275,7 @@ static void learn_handler(int sig, siginfo_t* info, void* context) {
   if (r) {
     const int i = (int)(r - ranges);
     if (mprotect((void*)r->start, r->end - r->start, PROT_READ | PROT_EXEC) == 0) {
-      if (atomic_exchange(&ranges[i].learned, 1) == 0 && report_fd >= 0) {
+      if (atomic_exchange(&ranges[i].learned, 1) == 0 && report_fd_is_ours()) {
         const ucontext_t* uc = context;
         struct Line l = {.len = 0};
         put(&l, "xom-learn pid=");
@@ -356,7 +367,11 @@ __attribute__((constructor)) static void xom_start(void) {
   }
   if (key >= 0) syscall(SYS_pkey_free, key);
   const char* fd = getenv("PKEYS_XOM_REPORT_FD");
-  if (fd && *fd) report_fd = atoi(fd);
+  struct stat st;
+  if (fd && *fd && fstat(atoi(fd), &st) == 0 && S_ISFIFO(st.st_mode)) {
+    report_fd = atoi(fd);
+    report_dev = st.st_dev, report_ino = st.st_ino;
+  }
   if (learn_mode && (!real_sigaction || install_handler() != 0)) {
     say("cannot install the learn-mode SIGSEGV handler: stopping the program");
     _exit(127);

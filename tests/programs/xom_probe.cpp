@@ -13,8 +13,13 @@
 //                         for a fault of its own: exit 42
 //   xom_probe exec-child  (run by check through exec) its code is --x
 //   xom_probe pause       prints its pid and waits (for pkeyctl maps)
+//   xom_probe reused-report-fd  closes learn mode's report pipe, opens a
+//                         file under its number and reads its own code: the
+//                         report must not land in the file (exit 0)
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -199,6 +204,21 @@ int main(int argc, char** argv) {
     if (page == MAP_FAILED || ::sigaction(SIGSEGV, &sa, nullptr) != 0) return 1;
     sink = *static_cast<volatile unsigned char*>(page);
     return 2;  // not reached: the read faults
+  }
+  if (mode == "reused-report-fd") {
+    const char* report = std::getenv("PKEYS_XOM_REPORT_FD");
+    if (!report) return 3;
+    const int fd = std::atoi(report);
+    ::close(fd);
+    const int file = ::open("/tmp/xom-reused-report-fd", O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0600);
+    if (file < 0 || (file != fd && ::dup2(file, fd) != fd)) return 4;
+    const auto* code = reinterpret_cast<const volatile unsigned char*>(&own_function);
+    sink = code[0];
+    struct stat st{};
+    ::fstat(fd, &st);
+    std::printf("reused-report-fd: read own code; the file under fd %d holds %lld byte(s)\n", fd,
+                static_cast<long long>(st.st_size));
+    return st.st_size == 0 ? 0 : 1;
   }
   if (mode == "pause") {
     std::printf("%d\n", static_cast<int>(::getpid()));
