@@ -4,11 +4,14 @@
 # program (anywhere), and any program on a machine without x86 PKU. Each
 # refusal is exit status 1 and one line on stderr saying why; the program
 # never runs.
-# usage: xom_refusal.sh PKEYCTL STATIC_PROGRAM
+# pkeyctl finds libpkeys_xom.so beside itself as installed (bin/ -> lib/):
+# a copy laid out so is refused for want of PKU, or runs, and one without
+# the library says the library is missing (125) before anything else.
+# usage: xom_refusal.sh PKEYCTL STATIC_PROGRAM XOM_LIBRARY
 set -u
-pkeyctl=$1 static=$2
-out=$(mktemp) err=$(mktemp)
-trap 'rm -f "$out" "$err"' EXIT
+pkeyctl=$1 static=$2 library=$3
+out=$(mktemp) err=$(mktemp) prefix=$(mktemp -d)
+trap 'rm -rf "$out" "$err" "$prefix"' EXIT
 fail=0
 
 expect_refusal() {  # expect_refusal WHAT PATTERN ARGS...: exit 1, one line matching PATTERN
@@ -38,6 +41,27 @@ else
   expect_refusal "no PKU, strict" "needs x86 PKU" --execute-only=strict -- /bin/echo "$marker"
   expect_refusal "no PKU, with --deny-wx" "needs x86 PKU" --deny-wx --execute-only=strict -- /bin/echo "$marker"
 fi
+# An installed layout, and one missing the library.
+mkdir -p "$prefix/ok/bin" "$prefix/ok/lib" "$prefix/missing/bin"
+cp "$pkeyctl" "$prefix/ok/bin/pkeyctl"
+cp "$library" "$prefix/ok/lib/libpkeys_xom.so"
+cp "$pkeyctl" "$prefix/missing/bin/pkeyctl"
+"$prefix/missing/bin/pkeyctl" run --execute-only -- /bin/echo "$marker" >"$out" 2>"$err"
+rc=$?
+if [ "$rc" -ne 125 ] || ! grep -q "libpkeys_xom.so is not installed beside pkeyctl (looked for $prefix/missing/bin/" "$err" ||
+   [ -s "$out" ]; then
+  echo "FAIL no library beside an installed pkeyctl: rc=$rc (want 125)"; cat "$err" "$out"; fail=1
+else
+  echo "ok   no library beside an installed pkeyctl: $(cat "$err")"
+fi
+"$prefix/ok/bin/pkeyctl" run --execute-only -- /bin/echo "$marker" >"$out" 2>"$err"
+rc=$?
+if grep -q "not installed" "$err" || { [ "$rc" -ne 1 ] && [ "$rc" -ne 0 ]; }; then
+  echo "FAIL the library beside an installed pkeyctl: rc=$rc"; cat "$err" "$out"; fail=1
+else
+  echo "ok   the library beside an installed pkeyctl is found (rc=$rc: $(head -n1 "$err"))"
+fi
+
 # A mode that does not exist is a usage error (2), whatever the machine.
 "$pkeyctl" run --execute-only=sometimes -- /bin/echo "$marker" >"$out" 2>"$err"
 rc=$?

@@ -213,11 +213,7 @@ int execute_only(const char* option, const std::string& file) {
                  "which only a dynamically linked program loads\n", file.c_str());
     return kRefused;
   }
-  if (const std::string why = missing_pku(); !why.empty()) {
-    std::fprintf(stderr, "pkeyctl run: --execute-only needs x86 PKU (protection keys: without them x86 pages "
-                 "cannot be executable yet unreadable), and %s\n", why.c_str());
-    return kRefused;
-  }
+  // A broken installation first: it says what to fix on any machine.
   std::string looked;
   const std::string library = find_library(&looked);
   if (library.empty()) {
@@ -228,6 +224,11 @@ int execute_only(const char* option, const std::string& file) {
   if (library.find_first_of(" :") != std::string::npos) {
     std::fprintf(stderr, "pkeyctl run: %s: LD_PRELOAD cannot name a path with a space or a colon\n", library.c_str());
     return kFailure;
+  }
+  if (const std::string why = missing_pku(); !why.empty()) {
+    std::fprintf(stderr, "pkeyctl run: --execute-only needs x86 PKU (protection keys: without them x86 pages "
+                 "cannot be executable yet unreadable), and %s\n", why.c_str());
+    return kRefused;
   }
   // After any preload the user set: a sanitizer runtime must come first.
   const char* preload = std::getenv("LD_PRELOAD");
