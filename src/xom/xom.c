@@ -74,6 +74,9 @@ static int report_fd = -1;
 static dev_t report_dev;
 static ino_t report_ino;
 static uintptr_t page_size;
+// Set once the constructor has checked PKU and installed the handler: a
+// dlopen from another library's constructor before ours waits for it.
+static atomic_int started;
 
 // --- small async-signal-safe output ---------------------------------------
 struct Line {
@@ -136,19 +139,10 @@ struct Walk {
   int seen[kMaxRanges];  // ranges still loaded (for dlclose)
 };
 
-static int visit(struct dl_phdr_info* info, size_t size, void* data) {
-  (void)size;
-  struct Walk* walk = data;
-  const uintptr_t vdso = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
-  const ElfW(Phdr)* text = NULL;
-  const ElfW(Phdr)* eh = NULL;
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr)* ph = &info->dlpi_phdr[i];
-    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && !text) text = ph;
-    if (ph->p_type == PT_GNU_EH_FRAME) eh = ph;
-  }
-  if (!text) return 0;
-  if (vdso && info->dlpi_addr == vdso) return 0;  // the vDSO: one segment, headers and all
+// Makes one executable segment, `text`, of an object execute-only, unless
+// done before.
+static void protect_segment(struct dl_phdr_info* info, const ElfW(Phdr)* text, const ElfW(Phdr)* eh,
+                            struct Walk* walk) {
   const uintptr_t seg_lo = info->dlpi_addr + text->p_vaddr, seg_hi = seg_lo + text->p_memsz;
   uintptr_t start = page_down(seg_lo), end = page_up(seg_hi);
   // A first or last page that another segment shares holds that segment's
@@ -164,17 +158,17 @@ static int visit(struct dl_phdr_info* info, size_t size, void* data) {
   // code segment, the object is left readable.
   if (eh) {
     const uintptr_t a = info->dlpi_addr + eh->p_vaddr;
-    if (a + eh->p_memsz > seg_lo && a < seg_hi) return 0;
+    if (a + eh->p_memsz > seg_lo && a < seg_hi) return;
   }
-  if (end <= start) return 0;
+  if (end <= start) return;
   const int n = atomic_load_explicit(&range_count, memory_order_relaxed);
   for (int i = 0; i < n; ++i) {
     if (ranges[i].start == start && ranges[i].end == end && !atomic_load_explicit(&ranges[i].gone, memory_order_relaxed)) {
       if (walk) walk->seen[i] = 1;
-      return 0;  // done before (and perhaps learned since: left r-x)
+      return;  // done before (and perhaps learned since: left r-x)
     }
   }
-  if (n >= kMaxRanges) return 0;
+  if (n >= kMaxRanges) return;
   struct Range* r = &ranges[n];
   r->start = start, r->end = end, r->base = info->dlpi_addr;
   atomic_store_explicit(&r->learned, 0, memory_order_relaxed);
@@ -189,9 +183,22 @@ static int visit(struct dl_phdr_info* info, size_t size, void* data) {
     strncpy(r->name, name, kNameSize - 1);
     r->name[kNameSize - 1] = 0;
   }
-  if (mprotect((void*)start, end - start, PROT_EXEC) != 0) return 0;
+  if (mprotect((void*)start, end - start, PROT_EXEC) != 0) return;
   if (walk) walk->seen[n] = 1;
   atomic_store_explicit(&range_count, n + 1, memory_order_release);
+}
+
+static int visit(struct dl_phdr_info* info, size_t size, void* data) {
+  (void)size;
+  const uintptr_t vdso = (uintptr_t)getauxval(AT_SYSINFO_EHDR);
+  if (vdso && info->dlpi_addr == vdso) return 0;  // the vDSO: one segment, headers and all
+  const ElfW(Phdr)* eh = NULL;
+  for (int i = 0; i < info->dlpi_phnum; ++i)
+    if (info->dlpi_phdr[i].p_type == PT_GNU_EH_FRAME) eh = &info->dlpi_phdr[i];
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)* ph = &info->dlpi_phdr[i];
+    if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) protect_segment(info, ph, eh, data);
+  }
   return 0;
 }
 
@@ -223,7 +230,7 @@ XOM_EXPORT void* dlopen(const char* file, int mode) {
   static dlopen_fn real;
   if (!real) real = NEXT_SYMBOL(dlopen_fn, "dlopen");
   void* h = real ? real(file, mode) : NULL;
-  if (h) walk_objects();
+  if (h && atomic_load(&started)) walk_objects();
   return h;
 }
 
@@ -231,7 +238,7 @@ XOM_EXPORT void* dlmopen(Lmid_t lmid, const char* file, int mode) {
   static dlmopen_fn real;
   if (!real) real = NEXT_SYMBOL(dlmopen_fn, "dlmopen");
   void* h = real ? real(lmid, file, mode) : NULL;
-  if (h) walk_objects();
+  if (h && atomic_load(&started)) walk_objects();
   return h;
 }
 
@@ -239,7 +246,7 @@ XOM_EXPORT int dlclose(void* handle) {
   static dlclose_fn real;
   if (!real) real = NEXT_SYMBOL(dlclose_fn, "dlclose");
   const int r = real ? real(handle) : -1;
-  walk_objects();
+  if (atomic_load(&started)) walk_objects();
   return r;
 }
 
@@ -376,5 +383,6 @@ __attribute__((constructor)) static void xom_start(void) {
     say("cannot install the learn-mode SIGSEGV handler: stopping the program");
     _exit(127);
   }
+  atomic_store(&started, 1);
   walk_objects();
 }
