@@ -129,6 +129,24 @@ start_initramfs() {  # start_initramfs DIR
     log "/bin/busybox is not statically linked: install busybox-static"; exit 1
   fi
 }
+# A dynamically linked program's loader and libraries, this machine's, where
+# the loader looks without a cache: /lib/x86_64-linux-gnu.
+copy_dynamic() {  # copy_dynamic DIR ELF...
+  local dir=$1 elf interp lib
+  shift
+  mkdir -p "$dir/lib/x86_64-linux-gnu"
+  for elf in "$@"; do
+    interp=$(readelf -l "$elf" | sed -n 's/.*Requesting program interpreter: \(.*\)\]$/\1/p')
+    if [[ -n $interp ]]; then
+      mkdir -p "$dir$(dirname "$interp")"
+      cp -L "$interp" "$dir$interp"
+    elif ! readelf -d "$elf" | grep -q NEEDED; then
+      log "$(show "$elf") is neither a dynamically linked program nor a shared library"; exit 1
+    fi
+    ldd "$elf" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
+      while read -r lib; do cp -L "$lib" "$dir/lib/x86_64-linux-gnu/"; done
+  done
+}
 finish_initramfs() {  # finish_initramfs DIR ARCHIVE
   cp "$root/scripts/pku-lane-init.sh" "$1/init"
   chmod +x "$1/init"
@@ -163,15 +181,7 @@ if [[ $mode == icount ]]; then
   for p in pkeys_icount_bench pkeys_icount_glibc; do
     if ldd "$icount_dir/tests/$p" >/dev/null 2>&1; then log "$p is not statically linked"; exit 1; fi
   done
-  # pkeys_icount_plt's loader and libraries, this machine's, where the
-  # loader looks without a cache: /lib/x86_64-linux-gnu (libpkeys.so.0 too).
-  interp=$(readelf -l "$build/bench/pkeys_icount_plt" |
-             sed -n 's/.*Requesting program interpreter: \(.*\)\]$/\1/p')
-  [[ -n $interp ]] || { log "pkeys_icount_plt names no program interpreter"; exit 1; }
-  mkdir -p "$icount_dir$(dirname "$interp")" "$icount_dir/lib/x86_64-linux-gnu"
-  cp -L "$interp" "$icount_dir$interp"
-  ldd "$build/bench/pkeys_icount_plt" | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' |
-    while read -r lib; do cp -L "$lib" "$icount_dir/lib/x86_64-linux-gnu/"; done
+  copy_dynamic "$icount_dir" "$build/bench/pkeys_icount_plt"  # libpkeys.so.0 too
   finish_initramfs "$icount_dir" "$build/initramfs-icount.cpio.gz"
 
   qemu_flags=(-accel tcg -cpu max -smp 1 -icount 'shift=0,sleep=off')
@@ -236,6 +246,17 @@ for p in "${programs[@]}"; do
   strip --strip-debug -o "$initrd_dir/tests/$p" "$src"
   if ldd "$initrd_dir/tests/$p" >/dev/null 2>&1; then log "$p is not statically linked"; exit 1; fi
 done
+# pkeyctl run --execute-only: its preload library where the static pkeyctl
+# in /tests looks for it when installed (../lib), the probe and the library
+# it dlopens, and real Debian programs, with their loader and libraries.
+mkdir -p "$initrd_dir/usr/bin" "$initrd_dir/lib"
+cp "$build/src/xom/libpkeys_xom.so" "$initrd_dir/lib/"
+strip --strip-debug -o "$initrd_dir/tests/xom_probe" "$build/tests/xom_probe"
+strip --strip-debug -o "$initrd_dir/tests/libxom_plugin.so" "$build/tests/libxom_plugin.so"
+xom_real_programs=(/usr/bin/env /usr/bin/ls /usr/bin/sha256sum /usr/bin/openssl)
+for p in "${xom_real_programs[@]}"; do cp -L "$p" "$initrd_dir$p"; done
+copy_dynamic "$initrd_dir" "$build/tests/xom_probe" "$build/tests/libxom_plugin.so" "$build/src/xom/libpkeys_xom.so" \
+  "${xom_real_programs[@]}"
 finish_initramfs "$initrd_dir" "$build/initramfs.cpio.gz"
 
 # --- boot each kernel ---------------------------------------------------------

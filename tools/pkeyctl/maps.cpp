@@ -79,6 +79,19 @@ std::string label_of(int key, bool self) {
   return pkeys_get_label(key, buf, sizeof buf) > 0 ? buf : "";
 }
 
+// Linux's execute-only code: PROT_EXEC alone under a nonzero key (the
+// kernel's execute-only key, or one the program chose): executable,
+// unreadable. Without PKU an --x mapping is readable, and has no key.
+bool execute_only(const Mapping& m) { return m.key > 0 && m.perms.size() >= 3 && m.perms.compare(0, 3, "--x") == 0; }
+
+// A key whose every mapping is execute-only: the kernel's execute-only key
+// (pkeyctl run --execute-only, mprotect(PROT_EXEC)).
+bool execute_only_key(const std::vector<Mapping>& list) {
+  for (const Mapping& m : list)
+    if (!execute_only(m)) return false;
+  return !list.empty();
+}
+
 std::string prot_string(int prot) {
   std::string s = "---";
   if (prot & PROT_READ) s[0] = 'r';
@@ -101,7 +114,8 @@ int maps(int argc, char** argv) {
           "Lists every mapping of a process with its protection key (the ProtectionKey\n"
           "field of /proc/PID/smaps), grouped by key with sizes and, for pkeyctl's own\n"
           "process, labels. Where the kernel or CPU reports no keys it says so; for its\n"
-          "own process it then shows the ranges pkeys recorded.\n\n"
+          "own process it then shows the ranges pkeys recorded. Execute-only code (--x\n"
+          "under a nonzero key, as pkeyctl run --execute-only makes it) is marked so.\n\n"
           "Exit status: 0 success, 1 the process could not be read (no such process,\n"
           "or no permission: another user's process needs ptrace access), 2 usage error.\n");
       return 0;
@@ -156,13 +170,16 @@ int maps(int argc, char** argv) {
     for (const auto& [key, list] : groups) {
       std::uint64_t bytes = 0;
       for (const Mapping& m : list) bytes += m.end - m.start;
-      std::printf("%s\n  {\"key\": %d, \"bytes\": %llu, \"label\": \"%s\", \"mappings\": [", first ? "" : ",",
-                  key, static_cast<unsigned long long>(bytes), json_escape(label_of(key, self)).c_str());
+      std::printf("%s\n  {\"key\": %d, \"bytes\": %llu, \"label\": \"%s\", \"execute_only\": %s, \"mappings\": [",
+                  first ? "" : ",", key, static_cast<unsigned long long>(bytes), json_escape(label_of(key, self)).c_str(),
+                  source == "smaps" && execute_only_key(list) ? "true" : "false");
       first = false;
       for (std::size_t i = 0; i < list.size(); ++i)
-        std::printf("%s{\"start\": \"0x%llx\", \"end\": \"0x%llx\", \"perms\": \"%s\", \"name\": \"%s\"}", i ? ", " : "",
+        std::printf("%s{\"start\": \"0x%llx\", \"end\": \"0x%llx\", \"perms\": \"%s\", \"execute_only\": %s, "
+                    "\"name\": \"%s\"}", i ? ", " : "",
                     static_cast<unsigned long long>(list[i].start), static_cast<unsigned long long>(list[i].end),
-                    list[i].perms.c_str(), json_escape(list[i].name).c_str());
+                    list[i].perms.c_str(), source == "smaps" && execute_only(list[i]) ? "true" : "false",
+                    json_escape(list[i].name).c_str());
       std::printf("]}");
     }
     std::printf("\n]}\n");
@@ -181,14 +198,17 @@ int maps(int argc, char** argv) {
     std::uint64_t bytes = 0;
     for (const Mapping& m : list) bytes += m.end - m.start;
     const std::string label = label_of(key, self);
+    const bool xo_key = source == "smaps" && execute_only_key(list);
     if (key >= 0)
-      std::printf("key %d%s%s%s: %zu mapping(s), %llu KiB\n", key, label.empty() ? "" : " \"", label.c_str(),
-                  label.empty() ? "" : "\"", list.size(), static_cast<unsigned long long>(bytes / 1024));
+      std::printf("key %d%s%s%s%s: %zu mapping(s), %llu KiB\n", key, label.empty() ? "" : " \"", label.c_str(),
+                  label.empty() ? "" : "\"", xo_key ? " (execute-only code: --x, unreadable)" : "", list.size(),
+                  static_cast<unsigned long long>(bytes / 1024));
     else
       std::printf("vkey %d: %zu range(s), %llu KiB\n", -key - 1, list.size(), static_cast<unsigned long long>(bytes / 1024));
     for (const Mapping& m : list)
-      std::printf("  %012llx-%012llx %s %s\n", static_cast<unsigned long long>(m.start),
-                  static_cast<unsigned long long>(m.end), m.perms.c_str(), m.name.c_str());
+      std::printf("  %012llx-%012llx %s %s%s\n", static_cast<unsigned long long>(m.start),
+                  static_cast<unsigned long long>(m.end), m.perms.c_str(), m.name.c_str(),
+                  !xo_key && source == "smaps" && execute_only(m) ? " (execute-only)" : "");
   }
   return 0;
 }

@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "execute_only.hpp"
 
 namespace pkeyctl {
 namespace {
@@ -588,10 +589,11 @@ int log_only(char** program, const RunOptions& opt) {
 
 int run(int argc, char** argv) {
   static const char kUsage[] =
-      "usage: pkeyctl run --deny-wx|--log-wx [--log FILE] [--verbose] -- PROGRAM [ARGS...]\n";
+      "usage: pkeyctl run [--deny-wx|--log-wx [--log FILE]] [--execute-only[=strict|learn]] [--verbose] -- PROGRAM [ARGS...]\n";
   using Mode = RunOptions::Mode;
   RunOptions opt;
   int i = 1;
+  const char* execute_only = nullptr;  // --execute-only[=MODE]: execute_only.cpp
   for (; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
     if (std::strcmp(argv[i], "--verbose") == 0) {
       opt.verbose = true;
@@ -609,6 +611,8 @@ int run(int argc, char** argv) {
         return 2;
       }
       opt.log_path = file;
+    } else if (is_execute_only_option(argv[i])) {
+      execute_only = argv[i];
     } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::printf(
           "%s\n"
@@ -633,12 +637,16 @@ int run(int argc, char** argv) {
           "  --log FILE with --log-wx: append the reports to FILE, not stderr\n"
           "  --verbose  say on stderr which mechanisms are active (MDWE: yes, or no\n"
           "             and why)\n"
-          "One of --deny-wx and --log-wx, not both. PROGRAM is looked up in PATH.\n\n"
+          "  --execute-only[=strict|learn]  PROGRAM's code and its libraries' made\n"
+          "             execute-only (x86 PKU; see README): strict, a read faults;\n"
+          "             learn (the default), it is reported and allowed\n"
+          "At most one of --deny-wx and --log-wx. PROGRAM is looked up in PATH.\n\n"
           "Exit status: PROGRAM's own, or 128+N when signal N killed it (as a shell\n"
           "reports it); 125 pkeyctl itself failed (the filter could not be installed,\n"
           "the log not opened); 126 PROGRAM was found but cannot be executed, or\n"
           "--deny-wx refused it; 127 PROGRAM was not found;\n"
-          "2 usage error or an unrecognised PKEYS_WX (PROGRAM did not run).\n",
+          "2 usage error or an unrecognised PKEYS_WX (PROGRAM did not run);\n"
+          "1 --execute-only refused PROGRAM (no PKU here, or PROGRAM is static).\n",
           kUsage);
       return 0;
     } else {
@@ -646,8 +654,8 @@ int run(int argc, char** argv) {
       return 2;
     }
   }
-  if (opt.mode == Mode::none) {
-    std::fprintf(stderr, "pkeyctl run: choose --deny-wx or --log-wx\n%s", kUsage);
+  if (opt.mode == Mode::none && !execute_only) {
+    std::fprintf(stderr, "pkeyctl run: choose --deny-wx, --log-wx or --execute-only\n%s", kUsage);
     return 2;
   }
   if (opt.log_path && opt.mode != Mode::log_wx) {
@@ -659,6 +667,10 @@ int run(int argc, char** argv) {
     return 2;
   }
   char** program = argv + i + 1;
+  if (execute_only) {
+    if (const int status = pkeyctl::execute_only(execute_only, find_program(program[0])); status >= 0) return status;
+    if (opt.mode == Mode::none) exec_program(program);
+  }
   return opt.mode == Mode::deny_wx ? deny(program, opt) : log_only(program, opt);
 }
 
