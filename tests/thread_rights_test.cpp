@@ -247,7 +247,8 @@ TEST(SyncThreads, ForkDuringAHandshakeLeavesTheChildAUsableOne) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "ThreadSanitizer's own background thread blocks every signal: unreachable by design";
 #endif
-  ::setenv("PKEYS_SYNC_TIMEOUT_MS", "1000", 1);
+  // Restored afterwards: the PKU lane's longer bound holds for later tests.
+  ScopedEnv timeout("PKEYS_SYNC_TIMEOUT_MS", "1000");
   std::atomic<bool> release{false}, blocking{false};
   std::thread blocker([&] {
     sigset_t all;
@@ -270,7 +271,6 @@ TEST(SyncThreads, ForkDuringAHandshakeLeavesTheChildAUsableOne) {
   release = true;
   syncer.join();
   blocker.join();
-  ::unsetenv("PKEYS_SYNC_TIMEOUT_MS");
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
       << "the child's handshake " << (WIFSIGNALED(status) ? "hung" : "failed");
 }
