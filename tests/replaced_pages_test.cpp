@@ -49,8 +49,8 @@ TEST(ReplacedPages, AMappingPkeysDidNotTagKeepsItsProtection) {
   EXPECT_TRUE(can_read(p + page_size()));
   ASSERT_EQ(pkey_set(key, 0), 0) << errno_str();
   EXPECT_FALSE(can_write(p)) << "pkey_set made a read-only mapping it did not tag writable";
-  EXPECT_EQ(ranges_of(key), 0) << "records of pages that are no longer the key's";
   EXPECT_EQ(pkey_free(key), 0) << errno_str();
+  EXPECT_EQ(ranges_of(key), 0) << "records of pages that are no longer the key's";
   ASSERT_EQ(::munmap(p, len), 0) << errno_str();
 }
 

@@ -136,7 +136,9 @@ void AddressSpace::drop_replaced_locked(Tag tag, unsigned current) noexcept {
       known = kernel_.for_each_piece(t.start, t.end, [&](std::uintptr_t s, std::uintptr_t e, int prot) {
         // Under READ_IMPLIES_EXEC the kernel adds PROT_EXEC to readable pages.
         const bool implied_exec = (expected & PROT_READ) && prot == (expected | PROT_EXEC);
-        if (prot != expected && !implied_exec) replaced.emplace_back(s, e);
+        // Unmapped pieces are left to the prune of unmapped records (which
+        // a failed read of the maps stops): they hold no one else's pages.
+        if (prot != os::SelfProtections::kUnmapped && prot != expected && !implied_exec) replaced.emplace_back(s, e);
       });
     });
     if (!known) return;  // a failed read proves nothing
@@ -174,10 +176,12 @@ int AddressSpace::enforce_locked(Tag tag, unsigned rights, int current) noexcept
   return error;
 }
 
-void AddressSpace::prune_unmapped_locked() {
+bool AddressSpace::prune_unmapped_locked() {
   // Unreadable mappings prove nothing: every record stays.
-  if (const auto mapped = os::mapped_ranges_of_self()) ranges_.keep_only(*mapped);
+  const auto mapped = os::mapped_ranges_of_self();
+  if (mapped) ranges_.keep_only(*mapped);
   note_changes_locked();
+  return mapped.has_value();
 }
 
 bool AddressSpace::key_in_use_locked(int key) {
@@ -193,10 +197,12 @@ bool AddressSpace::key_in_use_locked(int key) {
 
 bool AddressSpace::tag_in_use_locked(Tag tag) {
   if (!ranges_.has(tag)) return false;
-  prune_unmapped_locked();  // ranges unmapped by raw system calls, which pkeys did not see
-  // Emulated keys: also ranges mapped again since, by raw system calls
-  // (pages whose protection is not the key's).
-  if (tag.is_key() && !hardware_ && backend_) drop_replaced_locked(tag, backend_->get_rights(tag.key()));
+  // Ranges unmapped by raw system calls, which pkeys did not see; for
+  // emulated keys also ranges mapped again since (pages whose protection is
+  // not the key's). One answer: where the maps cannot be read (no
+  // descriptor left), the kept one is not asked either.
+  if (prune_unmapped_locked() && tag.is_key() && !hardware_ && backend_)
+    drop_replaced_locked(tag, backend_->get_rights(tag.key()));
   return ranges_.has(tag);
 }
 

@@ -107,7 +107,7 @@ class AddressSpace final : public backend::PageProtections {
  private:
   // The protection of one piece of a range: its tag's way.
   int apply_locked(std::uintptr_t start, std::size_t len, int prot, Tag tag) noexcept;
-  void prune_unmapped_locked();
+  bool prune_unmapped_locked();  // false: the maps could not be read
   // Drops the records of `tag` whose pages the kernel does not protect
   // for `current` rights: replaced behind pkeys' back. Keeps every record
   // when the kernel cannot be asked.
