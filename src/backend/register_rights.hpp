@@ -28,6 +28,49 @@ inline constexpr int kRegisterKeys = 16;
   pkeys_pkru_update((~3u << shift) | (~3u >> ((0u - shift) & 31u)), rights << shift);
 }
 
+// register_set_rights, only while bit `key` of `*owned` is set (the program still
+// holds the key), else nothing changes and it returns false. The test is
+// inside the restartable block: a free clears the bit and then resets the
+// number in every thread (a signal to each, RightsChange::every_thread),
+// and that signal sends a switch that had already looked back to the test,
+// so no thread keeps rights on a number that was freed (a use-after-free of
+// the next owner's key). No more instructions than a test before the block.
+// `bits` is rights * register_access_bit(key) (shifted by the caller, so
+// that a caller's fallback can shift back rather than keep a copy alive).
+[[gnu::always_inline]] inline bool register_set_bits_if_owned(int key, std::uint32_t bits,
+                                                              const std::uint32_t* owned) noexcept {
+  const unsigned shift = PKEYS_PKRU_SHIFT(key);
+  const std::uint32_t keep = (~3u << shift) | (~3u >> ((0u - shift) & 31u));
+  __asm__ goto(
+      "1: movl %[owned], %%eax\n\t"
+      "btl %[key], %%eax\n\t"
+      "jnc %l[not_owned]\n\t"
+      "xorl %%ecx, %%ecx\n\t"
+      ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
+      "andl %[keep], %%eax\n\t"
+      "andl %[keep], %%fs:(%[copy])\n\t"
+      "orl %[set], %%eax\n\t"
+      "orl %[set], %%fs:(%[copy])\n\t"
+      "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+      ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
+      ".balign 4\n\t"
+      ".long 2b - .\n\t"
+      ".popsection\n\t"
+      ".pushsection pkeys_pkru_switches,\"a?\",@progbits\n\t"
+      ".balign 4\n\t"
+      ".long 1b - .\n\t"
+      ".long 2b - 1b\n\t"
+      ".popsection"
+      :
+      : [owned] "m"(*owned), [key] "r"(key), [keep] "r"(keep), [set] "r"(bits),
+        [copy] "r"(pkeys_thread_pkru_offset_())
+      : "rax", "rcx", "rdx", "memory", "cc"
+      : not_owned);
+  return true;
+not_owned:
+  return false;
+}
+
 [[gnu::always_inline]] inline unsigned register_get_rights(int key) noexcept {
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
 }

@@ -240,13 +240,13 @@ int apply_locked(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
   if (tid != kOtherThreads) {
     if (tid == self) return -ESRCH;  // the backend changes its own thread itself
     if (!find_thread_locked(tid, &g_targets[0])) return -ESRCH;
-    if (needs(change, g_targets[0])) result = signal_and_wait(change, 0, 1, true, missed);
+    if (change.every_thread || needs(change, g_targets[0])) result = signal_and_wait(change, 0, 1, true, missed);
   } else {
     int n = other_threads_locked(self, g_targets, kMaxTargets);
     if (n < 0) return n;
     int m = 0;
     for (int i = 0; i < n; ++i)
-      if (needs(change, g_targets[i])) g_targets[m++] = g_targets[i];
+      if (change.every_thread || needs(change, g_targets[i])) g_targets[m++] = g_targets[i];
     result = signal_and_wait(change, 0, m, false, missed);
     // Threads started while it ran are not registered yet (they wait for
     // this lock): the kernel's count finds them. Until none is new.

@@ -42,6 +42,11 @@ struct RightsChange {
   // fails the change with -EINVAL. A free of the key takes the same lock
   // to reset it in every thread, so the two are ordered.
   bool (*still_valid)(int key) noexcept = nullptr;
+  // Signal every thread, even one whose PKRU copy already has the rights: a
+  // free's reset, since a switch that tested ownership before the free may
+  // be about to write (register_set_rights_if_owned); the signal sends it
+  // back to its test.
+  bool every_thread = false;
 };
 
 // Thread id 0 for apply_in_threads: every thread of the process but the

@@ -56,6 +56,12 @@ int call_vkeys(F&& f, int without = -EINVAL) noexcept {
   return call([&](Runtime& rt) { return rt.set(pkey, rights); });
 }
 
+// The same, given the rights shifted into place (pkey_set's fast path keeps
+// neither the rights nor the shift alive across its switch).
+[[gnu::noinline, gnu::cold]] int checked_set_bits(int pkey, std::uint32_t bits) noexcept {
+  return checked_set(pkey, bits >> PKEYS_PKRU_SHIFT(pkey));
+}
+
 [[gnu::noinline, gnu::cold]] int checked_get(int pkey) noexcept {
   return call([&](Runtime& rt) { return rt.get(pkey); });
 }
@@ -132,10 +138,12 @@ int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
 // (The checked paths are out of line, so that the hot one saves no
 // registers.)
 int pkey_set(int pkey, unsigned int access_rights) __THROW {
-  if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && pkeys::core::valid_rights(access_rights) &&
-      ((pkeys::core::g_key_table.register_keys() >> pkey) & 1u) != 0) [[likely]] {
-    pkeys::backend::register_set_rights(pkey, access_rights);
-    return 0;
+  if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && pkeys::core::valid_rights(access_rights)) [[likely]] {
+    const std::uint32_t bits = access_rights << PKEYS_PKRU_SHIFT(pkey);
+    if (pkeys::backend::register_set_bits_if_owned(pkey, bits, pkeys::core::g_key_table.register_keys_word()))
+        [[likely]]
+      return 0;
+    return checked_set_bits(pkey, bits);
   }
   return checked_set(pkey, access_rights);
 }
