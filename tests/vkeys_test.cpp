@@ -4,8 +4,13 @@
 // keeping priority over the cache.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "pkeys/pkeys.hpp"
@@ -369,4 +374,45 @@ TEST(VKeys, AThreadLocalDestructorCanStillEndItsVKey) {
   }
   EXPECT_EQ(end_in_destructor, 0) << "thread_local destructors run before pkeys closes what is left open";
   EXPECT_EQ(stats().pinned, 0u);
+}
+
+// A child of fork has only the forking thread: a vkey another thread of
+// the parent had open is not open in the child (not pinned for good, and
+// on the emulation its pages are back to its base rights).
+TEST(VKeys, AForkedChildDropsOtherThreadsOpens) {
+  const int v = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  ASSERT_GT(v, 0) << errno_str();
+  void* page = map_pages(1);
+  ASSERT_EQ(pkeys_vkey_mprotect(page, page_size(), PROT_READ | PROT_WRITE, v), 0) << errno_str();
+  std::atomic<int> phase{0};
+  {
+    pkeys_test::ScopedThread opener(
+        [&] {
+          if (pkeys_vkey_begin(v, 0) != 0) {
+            phase = -1;
+            return;
+          }
+          phase = 1;
+          while (phase == 1) std::this_thread::yield();
+          pkeys_vkey_end(v);
+        },
+        [&] { phase = 2; });
+    while (phase == 0) std::this_thread::yield();
+    ASSERT_EQ(phase.load(), 1) << "the other thread's begin failed";
+    const pid_t child = ::fork();
+    if (child == 0) {
+      int failures = 0;
+      if (can_read(page)) failures |= 1;
+      if (pkeys_vkey_set(v, PKEY_DISABLE_WRITE) != 0) failures |= 2;
+      ::_exit(failures);
+    }
+    ASSERT_GT(child, 0) << errno_str();
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child) << errno_str();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "in the child: bit 0 the vkey's pages readable, bit 1 pkeys_vkey_set failed (EBUSY: still open); status "
+        << status;
+  }
+  ::munmap(page, page_size());
+  EXPECT_EQ(pkeys_vkey_destroy(v), 0) << errno_str();
 }

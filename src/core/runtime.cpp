@@ -47,10 +47,16 @@ void Runtime::after_fork() noexcept {
   rt.space_.unlock();
 }
 
+void Runtime::after_fork_in_child() noexcept {
+  Runtime& rt = instance();
+  if (rt.vkeys_) rt.vkeys_->after_fork_in_child_locked();  // the other threads are gone
+  after_fork();
+}
+
 Runtime* Runtime::create() {
   backend::Selection s = backend::select_backend();
   auto* r = new Runtime(std::move(s.backend), std::move(s.reason));  // never destroyed: in use until the last exit handler
-  ::pthread_atfork(prepare_fork, after_fork, after_fork);
+  ::pthread_atfork(prepare_fork, after_fork, after_fork_in_child);
   vkeys_ready_.store(r->vkeys(), std::memory_order_release);
   constructed_.store(r, std::memory_order_release);
   return r;

@@ -109,6 +109,7 @@ class [[gnu::visibility("hidden")]] Runtime {
   static Runtime* create();
   static void prepare_fork() noexcept;
   static void after_fork() noexcept;
+  static void after_fork_in_child() noexcept;
   // The key a SIGSEGV is blamed on from the records (locks), or -1.
   int fault_key_from_records(const siginfo_t& si) noexcept;
 

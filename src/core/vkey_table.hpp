@@ -71,6 +71,12 @@ class VKeyTable {
   // when a thread pinned it, lock-free, since the caller looked.
   int destroy_locked(int vkey, VKeyRecord& v);
   std::uint64_t live_locked() const noexcept { return live_; }
+  // Under the lock: f(id, record) for every live vkey.
+  template <class F>
+  void for_each_live_locked(F&& f) const {
+    for (int id = 1; id < next_id_; ++id)
+      if (VKeyRecord* v = record_of(id); v && (v->state.load(std::memory_order_acquire) & VKeyRecord::kLive)) f(id, *v);
+  }
 
  private:
   static constexpr int kChunk = 4096;

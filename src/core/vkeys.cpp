@@ -168,6 +168,27 @@ void VKeys::close_above(int depth) noexcept {
   }
 }
 
+void VKeys::after_fork_in_child_locked() noexcept {
+  const OpenStack& open = t_open;
+  table_.for_each_live_locked([&](int vkey, VKeyRecord& v) {
+    std::uint64_t own_pins = 0;
+    for (int i = 1; i <= open.n; ++i)
+      if (open.entries[i].record == &v && open.entries[i].keep != 0) ++own_pins;
+    v.state.store((v.state.load(std::memory_order_relaxed) & ~VKeyRecord::kPinMask) | own_pins,
+                  std::memory_order_release);
+    if (v.opens.empty()) return;
+    const unsigned before = VKeyEmulation::current_rights(v);
+    std::erase_if(v.opens, [&](const auto& o) {
+      for (int i = 1; i <= open.n; ++i)
+        if (open.entries[i].record == &v && open.entries[i].keep == 0 && open.entries[i].sequence == o.first)
+          return false;
+      return true;  // another thread's, gone with it
+    });
+    if (const unsigned after = VKeyEmulation::current_rights(v); after != before)
+      (void)space_.enforce_locked(Tag::vkey(vkey), after, AddressSpace::kUnchecked);
+  });
+}
+
 int VKeys::set(int vkey, unsigned rights) {
   if (!valid_rights(rights)) return -EINVAL;
   std::lock_guard lock(space_);

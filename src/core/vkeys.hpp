@@ -90,6 +90,11 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   // process-wide) only if pkeys' lock is free, else it stays open.
   static int open_depth() noexcept { return vkeys_detail::t_open.n; }
   void close_above(int depth) noexcept;
+  // In the child of fork, lock held: only the forking thread exists. The
+  // other threads' pins and opens (their begins without an end) are
+  // dropped, so that no vkey stays pinned for good and an emulated vkey's
+  // pages return to the rights the child's own opens give.
+  void after_fork_in_child_locked() noexcept;
 
   // The hot path of begin and end, inline, for the C ABI: a cached vkey
   // (x86-pku) opened or closed with no lock, no call and no errno. Either
