@@ -76,7 +76,7 @@ class KeyTable {
   // keeps rights in such a register (set_register_rights).
   std::uint32_t register_keys() const noexcept { return register_keys_.load(std::memory_order_acquire); }
   // The same word, for a switch that tests it inside its restartable block
-  // (backend::register_set_rights_if_owned; a plain x86 load is acquire).
+  // (backend::register_set_bits_if_owned; a plain x86 load is acquire).
   const std::uint32_t* register_keys_word() const noexcept {
     static_assert(sizeof(register_keys_) == sizeof(std::uint32_t) && std::atomic<std::uint32_t>::is_always_lock_free);
     return reinterpret_cast<const std::uint32_t*>(&register_keys_);
