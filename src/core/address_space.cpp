@@ -125,10 +125,10 @@ int AddressSpace::protect_untracked_locked(std::uintptr_t start, std::size_t len
   return 0;
 }
 
-void AddressSpace::drop_replaced_locked(Tag tag, unsigned current) noexcept {
+void AddressSpace::drop_replaced_locked(Tag tag, unsigned current, bool quick_only) noexcept {
   try {
     std::vector<std::pair<std::uintptr_t, std::uintptr_t>> replaced;
-    kernel_.start_batch();
+    kernel_.start_batch(quick_only);
     bool known = true;
     ranges_.for_each_of(tag, [&](const TaggedRange& t) {
       if (!known) return;
@@ -150,7 +150,10 @@ void AddressSpace::drop_replaced_locked(Tag tag, unsigned current) noexcept {
 }
 
 int AddressSpace::enforce_locked(Tag tag, unsigned rights, int current) noexcept {
-  if (current != kUnchecked) drop_replaced_locked(tag, static_cast<unsigned>(current));
+  // Where the kernel answers with one ioctl a range (6.11+); before that it
+  // would take a read of the whole of /proc/self/maps a switch (20x the
+  // mprotect), and the records are trusted until the free.
+  if (current != kUnchecked) drop_replaced_locked(tag, static_cast<unsigned>(current), true);
   std::uintptr_t run_start = 0, run_end = 0;
   int run_prot = -1;
   int error = 0;
@@ -202,7 +205,7 @@ bool AddressSpace::tag_in_use_locked(Tag tag) {
   // not the key's). One answer: where the maps cannot be read (no
   // descriptor left), the kept one is not asked either.
   if (prune_unmapped_locked() && tag.is_key() && !hardware_ && backend_)
-    drop_replaced_locked(tag, backend_->get_rights(tag.key()));
+    drop_replaced_locked(tag, backend_->get_rights(tag.key()), false);
   return ranges_.has(tag);
 }
 

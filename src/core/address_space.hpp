@@ -110,8 +110,9 @@ class AddressSpace final : public backend::PageProtections {
   bool prune_unmapped_locked();  // false: the maps could not be read
   // Drops the records of `tag` whose pages the kernel does not protect
   // for `current` rights: replaced behind pkeys' back. Keeps every record
-  // when the kernel cannot be asked.
-  void drop_replaced_locked(Tag tag, unsigned current) noexcept;
+  // when the kernel cannot be asked (`quick_only`: cannot be asked with
+  // one ioctl a range).
+  void drop_replaced_locked(Tag tag, unsigned current, bool quick_only) noexcept;
   void note_changes_locked() noexcept;
 
   static constinit std::atomic<std::size_t> tagged_ranges_;

@@ -169,7 +169,8 @@ bool SelfProtections::open_maps() noexcept {
   return fd_ >= 0;
 }
 
-void SelfProtections::start_batch() noexcept {
+void SelfProtections::start_batch(bool quick_only) noexcept {
+  quick_only_ = quick_only;
   have_table_ = false;
   table_.clear();
   if (fd_ >= 0 && forks_ != g_forks.load(std::memory_order_relaxed)) {
@@ -235,6 +236,7 @@ bool SelfProtections::vma_at_or_after(std::uintptr_t addr, Vma& out, bool* faile
     if (query_) return false;  // cannot be asked
     *failed = false;
   }
+  if (quick_only_) return !(*failed = true);  // an older kernel: only a whole read would tell
   if (!have_table_ && !read_table()) return !(*failed = true);
   if (table_.empty()) return !(*failed = true);  // a process has mappings: the read failed
   for (const Vma& v : table_)  // sorted by address, as the kernel lists them

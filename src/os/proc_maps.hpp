@@ -48,7 +48,9 @@ class SelfProtections {
   SelfProtections& operator=(const SelfProtections&) = delete;
 
   // Starts a batch of questions about the address space as it is now.
-  void start_batch() noexcept;
+  // `quick_only`: answer only where one question costs one ioctl (Linux
+  // 6.11+), never by reading the whole file (a rights switch asks).
+  void start_batch(bool quick_only = false) noexcept;
   // Calls f(start, end, prot) for consecutive pieces covering [start, end):
   // prot is the pieces' PROT_READ|PROT_WRITE|PROT_EXEC, or kUnmapped.
   // False when the kernel cannot be asked (no descriptor left, /proc not
@@ -72,6 +74,7 @@ class SelfProtections {
   unsigned long dev_ = 0, ino_ = 0;  // fd_'s file, to tell it from a number the program reused
   bool query_ = true;    // PROCMAP_QUERY works, as far as we know
   bool have_table_ = false;
+  bool quick_only_ = false;
   std::vector<Vma> table_;
 };
 
