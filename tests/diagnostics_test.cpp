@@ -3,10 +3,12 @@
 // that faults; then the hand-over to the previous handler or the default.
 #include <gtest/gtest.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <sstream>
@@ -148,6 +150,93 @@ TEST_F(Diagnostics, DisableRestoresThePreviousHandler) {
   EXPECT_TRUE(r.lines.empty());
   ASSERT_TRUE(WIFEXITED(r.status));
   EXPECT_EQ(WEXITSTATUS(r.status), 42);
+}
+
+namespace {
+
+// A one-shot crash logger (what signal() gives under -std=c11): counts its
+// calls and, called a second time, stops the child with 3 rather than loop.
+volatile sig_atomic_t g_logger_calls = 0;
+void one_shot_logger(int) {
+  g_logger_calls = g_logger_calls + 1;
+  if (g_logger_calls > 1) ::_exit(3);
+  static const char msg[] = "logger\n";
+  (void)::write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+// Exits with a bit set for each expectation the kernel's way of calling a
+// handler meets: SIGSEGV blocked (1), its sa_mask's SIGUSR1 blocked (2).
+void exit_with_mask_bits(int) {
+  sigset_t now;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &now);
+  ::_exit(64 | (sigismember(&now, SIGSEGV) ? 1 : 0) | (sigismember(&now, SIGUSR1) ? 2 : 0));
+}
+
+}  // namespace
+
+TEST_F(Diagnostics, APreviousOneShotHandlerRunsOnceThenTheDefaultAction) {
+  const ChildResult r = run_child([&] {
+    struct sigaction sa {};
+    sa.sa_handler = one_shot_logger;
+    sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGSEGV, &sa, nullptr);
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  // The logger returns: the access faults again, and the one-shot handler
+  // is spent, as the kernel would have reset it: the default action.
+  ASSERT_TRUE(WIFSIGNALED(r.status)) << "exit " << WEXITSTATUS(r.status) << " (3: the logger ran twice)";
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+  ASSERT_FALSE(r.lines.empty());
+  EXPECT_EQ(std::count(r.lines.begin(), r.lines.end(), "logger"), 1);
+  EXPECT_EQ(r.lines.front(), expected(base_, "read", "no-access (PKEY_DISABLE_ACCESS)").front());
+}
+
+TEST_F(Diagnostics, ARaisedSigsegvStillKills) {
+  for (const bool with_kill : {false, true}) {
+    const ChildResult r = run_child([&] {
+      pkeys_diagnose_faults(1);
+      if (with_kill)
+        ::kill(::getpid(), SIGSEGV);
+      else
+        ::raise(SIGSEGV);
+      ::_exit(5);  // the signal was swallowed
+    });
+    ASSERT_TRUE(WIFSIGNALED(r.status)) << (with_kill ? "kill" : "raise") << ": exit " << WEXITSTATUS(r.status);
+    EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+    EXPECT_TRUE(r.lines.empty()) << "not a key's fault: no report";
+  }
+}
+
+TEST_F(Diagnostics, ThePreviousHandlerRunsWithItsOwnMask) {
+  const ChildResult r = run_child([&] {
+    struct sigaction sa {};
+    sa.sa_handler = exit_with_mask_bits;
+    sa.sa_flags = 0;  // SIGSEGV itself blocked while it runs
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGUSR1);
+    ::sigaction(SIGSEGV, &sa, nullptr);
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 64 | 1 | 2) << "1: SIGSEGV blocked, 2: SIGUSR1 (its sa_mask) blocked";
+}
+
+TEST_F(Diagnostics, EnablingAgainAfterTheProgramReplacedTheHandlerReinstallsIt) {
+  const ChildResult r = run_child([&] {
+    pkeys_diagnose_faults(1);
+    ::signal(SIGSEGV, exit_42);  // the program's own handler replaces pkeys'
+    if (pkeys_diagnose_faults(1) != 0) ::_exit(7);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  EXPECT_EQ(r.lines, expected(base_, "read", "no-access (PKEY_DISABLE_ACCESS)"));
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 42) << "chained to the program's handler";
 }
 
 TEST(Labels, SetGetAndCheck) {
