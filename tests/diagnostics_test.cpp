@@ -5,14 +5,18 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pkeys/pkeys.h"
@@ -237,6 +241,58 @@ TEST_F(Diagnostics, EnablingAgainAfterTheProgramReplacedTheHandlerReinstallsIt) 
   EXPECT_EQ(r.lines, expected(base_, "read", "no-access (PKEY_DISABLE_ACCESS)"));
   ASSERT_TRUE(WIFEXITED(r.status));
   EXPECT_EQ(WEXITSTATUS(r.status), 42) << "chained to the program's handler";
+}
+
+namespace {
+
+// The program's heap ([heap] in /proc/self/maps), or {0, 0}.
+std::pair<std::uintptr_t, std::uintptr_t> heap_mapping() {
+  std::FILE* f = std::fopen("/proc/self/maps", "re");
+  if (!f) return {0, 0};
+  char line[512];
+  std::pair<std::uintptr_t, std::uintptr_t> heap{0, 0};
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long start = 0, end = 0;
+    if (std::strstr(line, "[heap]") && std::sscanf(line, "%lx-%lx", &start, &end) == 2) heap = {start, end};
+  }
+  std::fclose(f);
+  return heap;
+}
+
+}  // namespace
+
+// The program tags its whole heap, where pkeys' own records and objects
+// would live if pkeys allocated with malloc: the report must still come,
+// name the program's address, and pkeys must not fault inside itself.
+TEST_F(Diagnostics, ReportsAFaultInATaggedHeap) {
+  const auto [heap_start, heap_end] = heap_mapping();
+  if (heap_start == heap_end) GTEST_SKIP() << "no [heap] mapping in /proc/self/maps (a malloc without brk)";
+  const std::uintptr_t target = heap_start + 64;
+  const int key = key_;
+  const ChildResult r = run_child([=] {
+    // Locals only from here on: the closure may live in the heap itself.
+    const std::uintptr_t start = heap_start, end = heap_end, addr = target;
+    const int k = key;
+    pkeys_diagnose_faults(1);
+    if (pkey_mprotect(reinterpret_cast<void*>(start), end - start, PROT_READ | PROT_WRITE, k) != 0) ::_exit(9);
+    pkey_set(k, PKEY_DISABLE_ACCESS);
+    (void)*reinterpret_cast<volatile char*>(addr);
+    ::_exit(8);
+  });
+  const std::string k = std::to_string(key_);
+  const std::vector<std::string> want = {
+      "pkeys: SIGSEGV: protection key " + k + " denied a read access",
+      "pkeys:   address " + hex(reinterpret_cast<void*>(target)),
+      "pkeys:   access  read",
+      "pkeys:   key     " + k + " \"session secrets\"",
+      "pkeys:   rights  no-access (PKEY_DISABLE_ACCESS)",
+      "pkeys:   range   " + hex(reinterpret_cast<void*>(heap_start)) + "-" + hex(reinterpret_cast<void*>(heap_end)) +
+          " (" + std::to_string(heap_end - heap_start) + " bytes, rw-)",
+      std::string("pkeys:   backend ") + pkeys_backend(),
+  };
+  EXPECT_EQ(r.lines, want);
+  ASSERT_TRUE(WIFSIGNALED(r.status)) << "exit " << WEXITSTATUS(r.status);
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
 }
 
 TEST(Labels, SetGetAndCheck) {
