@@ -8,9 +8,11 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <new>
 
 #include "arch/arch.hpp"
 #include "backend/select.hpp"
+#include "os/internal_memory.hpp"
 #include "os/pages.hpp"
 #include "pkeys/pkeys.h"
 
@@ -47,7 +49,12 @@ void Runtime::after_fork() noexcept {
 
 Runtime* Runtime::create() {
   backend::Selection s = backend::select_backend();
-  auto* r = new Runtime(std::move(s.backend), std::move(s.reason));  // never destroyed: in use until the last exit handler
+  // In pkeys' own memory, not the program's heap, which it may tag; never
+  // destroyed: in use until the last exit handler.
+  static_assert(alignof(Runtime) <= 4096);
+  void* memory = os::internal_allocate(sizeof(Runtime));
+  if (!memory) throw std::bad_alloc();
+  auto* r = new (memory) Runtime(std::move(s.backend), std::move(s.reason));
   ::pthread_atfork(prepare_fork, after_fork, after_fork);
   vkeys_ready_.store(r->vkeys(), std::memory_order_release);
   constructed_.store(r, std::memory_order_release);
