@@ -295,6 +295,43 @@ TEST_F(Diagnostics, ReportsAFaultInATaggedHeap) {
   EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
 }
 
+// pkeys' own memory (its records, its runtime) is not the program's to tag
+// or protect: pkey_mprotect and pkeys_vkey_mprotect over it fail with
+// EACCES. The test offers them every anonymous read-write mapping of the
+// process, with the protection it has (key -1: a change that changes
+// nothing), and expects some to be pkeys'.
+TEST(InternalMemory, PkeyMprotectOverPkeysOwnMemoryFailsWithEacces) {
+  const int vkey = pkeys_vkey_create(0);
+  ASSERT_GT(vkey, 0) << errno_str();
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> anonymous;
+  std::FILE* f = std::fopen("/proc/self/maps", "re");
+  ASSERT_NE(f, nullptr) << errno_str();
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long start = 0, end = 0, offset = 0, inode = 1;
+    char perms[8] = {}, dev[16] = {};
+    int name_at = 0;
+    if (std::sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &start, &end, perms, &offset, dev, &inode, &name_at) < 6)
+      continue;
+    if (inode == 0 && std::strcmp(perms, "rw-p") == 0 && (line[name_at] == '\n' || line[name_at] == 0))
+      anonymous.emplace_back(start, end);
+  }
+  std::fclose(f);
+  const ChildResult r = run_child([&] {
+    int refused = 0, vkey_refused = 0, other_errors = 0;
+    for (const auto& [start, end] : anonymous) {
+      void* a = reinterpret_cast<void*>(start);
+      if (pkey_mprotect(a, end - start, PROT_READ | PROT_WRITE, -1) != 0) (errno == EACCES ? refused : other_errors)++;
+      if (pkeys_vkey_mprotect(a, end - start, PROT_READ | PROT_WRITE, vkey) != 0)
+        (errno == EACCES ? vkey_refused : other_errors)++;
+    }
+    ::_exit((refused > 0 ? 1 : 0) | (vkey_refused > 0 ? 2 : 0) | (other_errors > 0 ? 4 : 0));
+  });
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 1 | 2) << "1: pkey_mprotect refused, 2: pkeys_vkey_mprotect refused, 4: other errors";
+  EXPECT_EQ(pkeys_vkey_destroy(vkey), 0) << errno_str();
+}
+
 TEST(Labels, SetGetAndCheck) {
   const int k = pkey_alloc(0, 0);
   ASSERT_GT(k, 0) << errno_str();
