@@ -131,6 +131,8 @@ int Runtime::free(int key) {
 int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
   if (key < -1 || (key > 0 && !keys_.is_allocated(key))) return -EINVAL;
   const auto start = reinterpret_cast<std::uintptr_t>(addr);
+  // pkeys' own memory is not the program's to tag or protect.
+  if (os::overlaps_internal_memory(start, os::page_round_up(len))) return -EACCES;
   if (!backend_) {
     if (key > 0) return -EINVAL;
     return static_cast<int>(sys::raw_syscall(SYS_mprotect, static_cast<long>(start), static_cast<long>(len), prot));
