@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <sstream>
@@ -261,12 +262,18 @@ std::pair<std::uintptr_t, std::uintptr_t> heap_mapping() {
 
 }  // namespace
 
-// The program tags its whole heap, where pkeys' own records and objects
+// The program tags its whole heap (or, without a brk heap, a block of it), where pkeys' own records and objects
 // would live if pkeys allocated with malloc: the report must still come,
 // name the program's address, and pkeys must not fault inside itself.
 TEST_F(Diagnostics, ReportsAFaultInATaggedHeap) {
   auto [heap_start, heap_end] = heap_mapping();
-  if (heap_start == heap_end) GTEST_SKIP() << "no [heap] mapping in /proc/self/maps (a malloc without brk)";
+  void* block = nullptr;  // without a brk heap (a sanitizer's malloc), a block of it
+  if (heap_start == heap_end) {
+    block = std::aligned_alloc(page_size(), 16 * page_size());
+    ASSERT_NE(block, nullptr);
+    heap_start = reinterpret_cast<std::uintptr_t>(block);
+    heap_end = heap_start + 16 * page_size();
+  }
   // A static program's first thread has its TLS block and thread control
   // block at the start of the heap (glibc takes them with sbrk): tagged,
   // the thread could not run at all. The heap after them is tagged.
@@ -297,6 +304,7 @@ TEST_F(Diagnostics, ReportsAFaultInATaggedHeap) {
       std::string("pkeys:   backend ") + pkeys_backend(),
   };
   EXPECT_EQ(r.lines, want);
+  std::free(block);
   ASSERT_TRUE(WIFSIGNALED(r.status)) << "exit " << WEXITSTATUS(r.status);
   EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
 }
