@@ -19,8 +19,8 @@ namespace {
 
 constexpr std::size_t kMinClass = 4;     // 16 bytes
 constexpr std::size_t kClasses = 48;     // up to 2^47 bytes
-constexpr std::size_t kRegionSize = std::size_t{16} << 20;  // untouched pages cost nothing
-constexpr std::size_t kMaxRegions = 256;
+constexpr std::size_t kRegionSize = std::size_t{4} << 20;  // untouched pages cost nothing
+constexpr std::size_t kMaxRegions = 1024;
 constexpr std::uintptr_t kPage = 4096;
 
 struct FreeBlock {
@@ -57,6 +57,9 @@ bool map_region(std::size_t size) noexcept {
                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (r < 0 && r > -4096) return false;
   const auto start = static_cast<std::uintptr_t>(r);
+  // Small pages: a transparent huge page would take 2 MiB of memory for a
+  // few records.
+  sys::raw_syscall(SYS_madvise, static_cast<long>(start), static_cast<long>(len), MADV_NOHUGEPAGE);
 #if defined(__SANITIZE_ADDRESS__)
   // LeakSanitizer does not scan mappings of its own accord: what pkeys'
   // objects point to in the heap is reachable through them.
