@@ -3,14 +3,21 @@
 // that faults; then the hand-over to the previous handler or the default.
 #include <gtest/gtest.h>
 
+#include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pkeys/pkeys.h"
@@ -148,6 +155,195 @@ TEST_F(Diagnostics, DisableRestoresThePreviousHandler) {
   EXPECT_TRUE(r.lines.empty());
   ASSERT_TRUE(WIFEXITED(r.status));
   EXPECT_EQ(WEXITSTATUS(r.status), 42);
+}
+
+namespace {
+
+// A one-shot crash logger (what signal() gives under -std=c11): counts its
+// calls and, called a second time, stops the child with 3 rather than loop.
+volatile sig_atomic_t g_logger_calls = 0;
+void one_shot_logger(int) {
+  g_logger_calls = g_logger_calls + 1;
+  if (g_logger_calls > 1) ::_exit(3);
+  static const char msg[] = "logger\n";
+  (void)::write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+// Exits with a bit set for each expectation the kernel's way of calling a
+// handler meets: SIGSEGV blocked (1), its sa_mask's SIGUSR1 blocked (2).
+void exit_with_mask_bits(int) {
+  sigset_t now;
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &now);
+  ::_exit(64 | (sigismember(&now, SIGSEGV) ? 1 : 0) | (sigismember(&now, SIGUSR1) ? 2 : 0));
+}
+
+}  // namespace
+
+TEST_F(Diagnostics, APreviousOneShotHandlerRunsOnceThenTheDefaultAction) {
+  const ChildResult r = run_child([&] {
+    struct sigaction sa {};
+    sa.sa_handler = one_shot_logger;
+    sa.sa_flags = SA_RESETHAND | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGSEGV, &sa, nullptr);
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  // The logger returns: the access faults again, and the one-shot handler
+  // is spent, as the kernel would have reset it: the default action.
+  ASSERT_TRUE(WIFSIGNALED(r.status)) << "exit " << WEXITSTATUS(r.status) << " (3: the logger ran twice)";
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+  ASSERT_FALSE(r.lines.empty());
+  EXPECT_EQ(std::count(r.lines.begin(), r.lines.end(), "logger"), 1);
+  EXPECT_EQ(r.lines.front(), expected(base_, "read", "no-access (PKEY_DISABLE_ACCESS)").front());
+}
+
+TEST_F(Diagnostics, ARaisedSigsegvStillKills) {
+  for (const bool with_kill : {false, true}) {
+    const ChildResult r = run_child([&] {
+      pkeys_diagnose_faults(1);
+      if (with_kill)
+        ::kill(::getpid(), SIGSEGV);
+      else
+        ::raise(SIGSEGV);
+      ::_exit(5);  // the signal was swallowed
+    });
+    ASSERT_TRUE(WIFSIGNALED(r.status)) << (with_kill ? "kill" : "raise") << ": exit " << WEXITSTATUS(r.status);
+    EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+    EXPECT_TRUE(r.lines.empty()) << "not a key's fault: no report";
+  }
+}
+
+TEST_F(Diagnostics, ThePreviousHandlerRunsWithItsOwnMask) {
+  const ChildResult r = run_child([&] {
+    struct sigaction sa {};
+    sa.sa_handler = exit_with_mask_bits;
+    sa.sa_flags = 0;  // SIGSEGV itself blocked while it runs
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGUSR1);
+    ::sigaction(SIGSEGV, &sa, nullptr);
+    pkeys_diagnose_faults(1);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 64 | 1 | 2) << "1: SIGSEGV blocked, 2: SIGUSR1 (its sa_mask) blocked";
+}
+
+TEST_F(Diagnostics, EnablingAgainAfterTheProgramReplacedTheHandlerReinstallsIt) {
+  const ChildResult r = run_child([&] {
+    pkeys_diagnose_faults(1);
+    ::signal(SIGSEGV, exit_42);  // the program's own handler replaces pkeys'
+    if (pkeys_diagnose_faults(1) != 0) ::_exit(7);
+    pkey_set(key_, PKEY_DISABLE_ACCESS);
+    (void)*static_cast<volatile char*>(base_);
+  });
+  EXPECT_EQ(r.lines, expected(base_, "read", "no-access (PKEY_DISABLE_ACCESS)"));
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 42) << "chained to the program's handler";
+}
+
+namespace {
+
+// The program's heap ([heap] in /proc/self/maps), or {0, 0}.
+std::pair<std::uintptr_t, std::uintptr_t> heap_mapping() {
+  std::FILE* f = std::fopen("/proc/self/maps", "re");
+  if (!f) return {0, 0};
+  char line[512];
+  std::pair<std::uintptr_t, std::uintptr_t> heap{0, 0};
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long start = 0, end = 0;
+    if (std::strstr(line, "[heap]") && std::sscanf(line, "%lx-%lx", &start, &end) == 2) heap = {start, end};
+  }
+  std::fclose(f);
+  return heap;
+}
+
+}  // namespace
+
+// The program tags its whole heap (or, without a brk heap, a block of it), where pkeys' own records and objects
+// would live if pkeys allocated with malloc: the report must still come,
+// name the program's address, and pkeys must not fault inside itself.
+TEST_F(Diagnostics, ReportsAFaultInATaggedHeap) {
+  auto [heap_start, heap_end] = heap_mapping();
+  void* block = nullptr;  // without a brk heap (a sanitizer's malloc), a block of it
+  if (heap_start == heap_end) {
+    block = std::aligned_alloc(page_size(), 16 * page_size());
+    ASSERT_NE(block, nullptr);
+    heap_start = reinterpret_cast<std::uintptr_t>(block);
+    heap_end = heap_start + 16 * page_size();
+  }
+  // A static program's first thread has its TLS block and thread control
+  // block at the start of the heap (glibc takes them with sbrk): tagged,
+  // the thread could not run at all. The heap after them is tagged.
+  const auto tp = reinterpret_cast<std::uintptr_t>(__builtin_thread_pointer());
+  if (tp >= heap_start && tp < heap_end) heap_start = (tp + 65536 + page_size() - 1) & ~(page_size() - 1);
+  if (heap_start + page_size() > heap_end) GTEST_SKIP() << "the heap holds little more than the thread's TLS block";
+  const std::uintptr_t target = heap_start + 64;
+  const int key = key_;
+  const ChildResult r = run_child([=] {
+    // Locals only from here on: the closure may live in the heap itself.
+    const std::uintptr_t start = heap_start, end = heap_end, addr = target;
+    const int k = key;
+    pkeys_diagnose_faults(1);
+    if (pkey_mprotect(reinterpret_cast<void*>(start), end - start, PROT_READ | PROT_WRITE, k) != 0) ::_exit(9);
+    pkey_set(k, PKEY_DISABLE_ACCESS);
+    (void)*reinterpret_cast<volatile char*>(addr);
+    ::_exit(8);
+  });
+  const std::string k = std::to_string(key_);
+  const std::vector<std::string> want = {
+      "pkeys: SIGSEGV: protection key " + k + " denied a read access",
+      "pkeys:   address " + hex(reinterpret_cast<void*>(target)),
+      "pkeys:   access  read",
+      "pkeys:   key     " + k + " \"session secrets\"",
+      "pkeys:   rights  no-access (PKEY_DISABLE_ACCESS)",
+      "pkeys:   range   " + hex(reinterpret_cast<void*>(heap_start)) + "-" + hex(reinterpret_cast<void*>(heap_end)) +
+          " (" + std::to_string(heap_end - heap_start) + " bytes, rw-)",
+      std::string("pkeys:   backend ") + pkeys_backend(),
+  };
+  EXPECT_EQ(r.lines, want);
+  std::free(block);
+  ASSERT_TRUE(WIFSIGNALED(r.status)) << "exit " << WEXITSTATUS(r.status);
+  EXPECT_EQ(WTERMSIG(r.status), SIGSEGV);
+}
+
+// pkeys' own memory (its records, its runtime) is not the program's to tag
+// or protect: pkey_mprotect and pkeys_vkey_mprotect over it fail with
+// EACCES. The test offers them every anonymous read-write mapping of the
+// process, with the protection it has (key -1: a change that changes
+// nothing), and expects some to be pkeys'.
+TEST(InternalMemory, PkeyMprotectOverPkeysOwnMemoryFailsWithEacces) {
+  const int vkey = pkeys_vkey_create(0);
+  ASSERT_GT(vkey, 0) << errno_str();
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> anonymous;
+  std::FILE* f = std::fopen("/proc/self/maps", "re");
+  ASSERT_NE(f, nullptr) << errno_str();
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long start = 0, end = 0, offset = 0, inode = 1;
+    char perms[8] = {}, dev[16] = {};
+    int name_at = 0;
+    if (std::sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &start, &end, perms, &offset, dev, &inode, &name_at) < 6)
+      continue;
+    if (inode == 0 && std::strcmp(perms, "rw-p") == 0 && (line[name_at] == '\n' || line[name_at] == 0))
+      anonymous.emplace_back(start, end);
+  }
+  std::fclose(f);
+  const ChildResult r = run_child([&] {
+    int refused = 0, vkey_refused = 0, other_errors = 0;
+    for (const auto& [start, end] : anonymous) {
+      void* a = reinterpret_cast<void*>(start);
+      if (pkey_mprotect(a, end - start, PROT_READ | PROT_WRITE, -1) != 0) (errno == EACCES ? refused : other_errors)++;
+      if (pkeys_vkey_mprotect(a, end - start, PROT_READ | PROT_WRITE, vkey) != 0)
+        (errno == EACCES ? vkey_refused : other_errors)++;
+    }
+    ::_exit((refused > 0 ? 1 : 0) | (vkey_refused > 0 ? 2 : 0) | (other_errors > 0 ? 4 : 0));
+  });
+  ASSERT_TRUE(WIFEXITED(r.status));
+  EXPECT_EQ(WEXITSTATUS(r.status), 1 | 2) << "1: pkey_mprotect refused, 2: pkeys_vkey_mprotect refused, 4: other errors";
+  EXPECT_EQ(pkeys_vkey_destroy(vkey), 0) << errno_str();
 }
 
 TEST(Labels, SetGetAndCheck) {

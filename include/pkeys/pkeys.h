@@ -264,8 +264,16 @@ PKEYS_API int pkeys_get_label(int pkey, char *buf, size_t len) __THROW;
 /* enable != 0 installs a SIGSEGV handler that, for a fault caused by a
  * key, writes one report to stderr (address, access, key and label, the
  * denying rights, the tagged range, the backend), then hands the signal to
- * the handler installed before it, or to the default action. enable == 0
- * puts that handler back. Async-signal-safe inside: no malloc, no stdio. */
+ * the handler installed before it as the kernel would have called it (its
+ * sa_mask and, unless SA_NODEFER, SIGSEGV blocked during the call;
+ * SA_SIGINFO or not; SA_RESETHAND: called once, then the default action),
+ * or to the default action: a fault faults again and ends the process, a
+ * SIGSEGV that was sent (raise, kill) is raised again and ends it. Called
+ * again after the program installed a SIGSEGV handler of its own, it
+ * installs pkeys' handler again in front of that one; while pkeys' is
+ * installed it does nothing. enable == 0 puts the previous handler back
+ * if pkeys' is still installed. Async-signal-safe inside: no malloc, no
+ * stdio. 0, or -1 with errno from sigaction. */
 PKEYS_API int pkeys_diagnose_faults(int enable) __THROW;
 
 /* --- virtual keys --------------------------------------------------------

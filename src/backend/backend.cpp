@@ -5,6 +5,7 @@
 #include <new>
 
 #include "backend/thread_signal.hpp"
+#include "os/internal_memory.hpp"
 
 namespace pkeys::backend {
 
@@ -17,6 +18,13 @@ int sync_threads_without_backend(std::vector<pid_t>* missed) noexcept {
     return -EIO;
   }
 }
+
+void* Backend::operator new(std::size_t size) {
+  if (void* p = os::internal_allocate(size)) return p;
+  throw std::bad_alloc();
+}
+
+void Backend::operator delete(void* p, std::size_t size) noexcept { os::internal_deallocate(p, size); }
 
 int Backend::sync_threads(std::vector<pid_t>* missed) noexcept { return sync_threads_without_backend(missed); }
 

@@ -51,6 +51,10 @@ class PageProtections {
 class Backend {
  public:
   virtual ~Backend() = default;
+  // In pkeys' own memory (os/internal_memory.hpp), not the program's heap,
+  // which the program may tag: a fault report calls the backend.
+  static void* operator new(std::size_t size);
+  static void operator delete(void* p, std::size_t size) noexcept;
 
   virtual const char* name() const noexcept = 0;
   virtual unsigned capabilities() const noexcept = 0;  // kFeatures: PKEYS_CAP_*

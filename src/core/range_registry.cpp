@@ -15,7 +15,7 @@ void RangeRegistry::insert(std::uintptr_t start, Entry e) {
   }
 }
 
-void RangeRegistry::remove(std::map<std::uintptr_t, Entry>::iterator it) noexcept {
+void RangeRegistry::remove(Ranges::iterator it) noexcept {
   auto k = by_tag_.find(it->second.tag);
   k->second.erase(it->first);
   if (k->second.empty()) by_tag_.erase(k);

@@ -5,10 +5,15 @@
 // Pure bookkeeping: it knows nothing of how rights are enforced. The
 // address space (address_space.hpp) owns it, guards it with its lock and
 // derives page protections, fault attribution and safe free from it.
+//
+// Its containers live in pkeys' own memory (os/internal_memory.hpp), not
+// the program's heap: the program may tag its heap, and a fault report
+// reads the records from a signal handler.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -16,6 +21,7 @@
 #include <vector>
 
 #include "core/tag.hpp"
+#include "os/internal_memory.hpp"
 
 namespace pkeys::core {
 
@@ -84,11 +90,16 @@ class RangeRegistry {
     int prot;
   };
   void insert(std::uintptr_t start, Entry e);
-  void remove(std::map<std::uintptr_t, Entry>::iterator it) noexcept;
+  template <class T>
+  using Internal = os::InternalAllocator<T>;
+  using Ranges = std::map<std::uintptr_t, Entry, std::less<>, Internal<std::pair<const std::uintptr_t, Entry>>>;
+  using Starts = std::set<std::uintptr_t, std::less<>, Internal<std::uintptr_t>>;
+  using ByTag = std::unordered_map<Tag, Starts, std::hash<Tag>, std::equal_to<>, Internal<std::pair<const Tag, Starts>>>;
+  void remove(Ranges::iterator it) noexcept;
   void merge_around(std::uintptr_t start) noexcept;
 
-  std::map<std::uintptr_t, Entry> ranges_;  // by start, disjoint
-  std::unordered_map<Tag, std::set<std::uintptr_t>> by_tag_;
+  Ranges ranges_;  // by start, disjoint
+  ByTag by_tag_;
 };
 
 }  // namespace pkeys::core

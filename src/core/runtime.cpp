@@ -9,9 +9,11 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <new>
 
 #include "arch/arch.hpp"
 #include "backend/select.hpp"
+#include "os/internal_memory.hpp"
 #include "os/pages.hpp"
 #include "os/proc_maps.hpp"
 #include "pkeys/pkeys.h"
@@ -55,7 +57,12 @@ void Runtime::after_fork_in_child() noexcept {
 
 Runtime* Runtime::create() {
   backend::Selection s = backend::select_backend();
-  auto* r = new Runtime(std::move(s.backend), std::move(s.reason));  // never destroyed: in use until the last exit handler
+  // In pkeys' own memory, not the program's heap, which it may tag; never
+  // destroyed: in use until the last exit handler.
+  static_assert(alignof(Runtime) <= 4096);
+  void* memory = os::internal_allocate(sizeof(Runtime));
+  if (!memory) throw std::bad_alloc();
+  auto* r = new (memory) Runtime(std::move(s.backend), std::move(s.reason));
   ::pthread_atfork(prepare_fork, after_fork, after_fork_in_child);
   vkeys_ready_.store(r->vkeys(), std::memory_order_release);
   constructed_.store(r, std::memory_order_release);
@@ -206,6 +213,8 @@ int Runtime::end_quarantines(std::uint64_t candidates) {
 int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
   if (key < -1 || (key > 0 && !keys_.is_allocated(key))) return -EINVAL;
   const auto start = reinterpret_cast<std::uintptr_t>(addr);
+  // pkeys' own memory is not the program's to tag or protect.
+  if (os::overlaps_internal_memory(start, os::page_round_up(len))) return -EACCES;
   if (!backend_) {
     if (key > 0) return -EINVAL;
     return static_cast<int>(sys::raw_syscall(SYS_mprotect, static_cast<long>(start), static_cast<long>(len), prot));

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <mutex>
 
+#include "os/internal_memory.hpp"
 #include "os/pages.hpp"
 
 namespace pkeys::core {
@@ -90,6 +91,7 @@ int VKeys::protect_piece_locked(int vkey, std::uintptr_t start, std::size_t len,
 }
 
 int VKeys::protect(std::uintptr_t start, std::size_t len, int prot, int vkey) {
+  if (os::overlaps_internal_memory(start, os::page_round_up(len))) return -EACCES;  // pkeys' own memory
   std::lock_guard lock(space_);
   if (!table_.find(vkey)) return -EINVAL;
   return space_.protect_locked(start, len, prot, Tag::vkey(vkey));
