@@ -90,12 +90,6 @@ class Backend {
   using KeyCheck = bool (*)(int key) noexcept;
   virtual int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
                             KeyCheck still_valid) noexcept = 0;
-  // A key the program no longer holds (freed, quarantined): access-disabled
-  // in every thread, even those whose rights already say so, since a switch
-  // that tested ownership before the free may be about to write.
-  virtual int reset_in_all_threads(int key, std::vector<pid_t>* missed) noexcept {
-    return set_rights_in(kAllThreads, key, 0x1 /* PKEY_DISABLE_ACCESS */, missed, nullptr);
-  }
   // Returns once every other thread has run the cross-thread handshake,
   // changing nothing. -ETIMEDOUT: `missed` lists who did not.
   virtual int sync_threads(std::vector<pid_t>* missed) noexcept;

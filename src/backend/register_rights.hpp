@@ -28,16 +28,28 @@ inline constexpr int kRegisterKeys = 16;
   pkeys_pkru_update((~3u << shift) | (~3u >> ((0u - shift) & 31u)), rights << shift);
 }
 
-// register_set_rights, only while bit `key` of `*owned` is set (the program still
-// holds the key), else nothing changes and it returns false. The test is
-// inside the restartable block: a free clears the bit and then resets the
-// number in every thread (a signal to each, RightsChange::every_thread),
-// and that signal sends a switch that had already looked back to the test,
-// so no thread keeps rights on a number that was freed (a use-after-free of
-// the next owner's key). No more instructions than a test before the block.
+// register_set_rights, only while bit `key` of `*owned` is set (the
+// program holds the key), else nothing changes (not_owned). A free
+// clears the bit, then resets the number in the threads whose PKRU copy
+// says they hold rights on it. So the bit is tested twice: inside the
+// restartable block (a reset that lands there sends the switch back to the
+// test), and again after the WRPKRU (a free that cleared the bit while this
+// thread was stopped inside the block, in a handler or by a debugger, found
+// the copy not yet changed and did not reset it: the switch then takes its
+// own rights back). The copy's last edit is a locked instruction, so that
+// either the free sees the new copy or this test sees the cleared bit.
 // `bits` is rights * register_access_bit(key) (shifted by the caller, so
 // that a caller's fallback can shift back rather than keep a copy alive).
-[[gnu::always_inline]] inline bool register_set_bits_if_owned(int key, std::uint32_t bits,
+// What register_set_bits_if_owned did.
+enum class OwnedSwitch { done, not_owned, freed_meanwhile };
+
+// After freed_meanwhile: the rights the switch wrote, taken back (out of
+// line, so that the hot path keeps nothing alive for it).
+[[gnu::noinline, gnu::cold]] inline void register_take_back_rights(int key) noexcept {
+  register_set_rights(key, 0x1 /* PKEY_DISABLE_ACCESS */);
+}
+
+[[gnu::always_inline]] inline OwnedSwitch register_set_bits_if_owned(int key, std::uint32_t bits,
                                                               const std::uint32_t* owned) noexcept {
   const unsigned shift = PKEYS_PKRU_SHIFT(key);
   const std::uint32_t keep = (~3u << shift) | (~3u >> ((0u - shift) & 31u));
@@ -50,8 +62,11 @@ inline constexpr int kRegisterKeys = 16;
       "andl %[keep], %%eax\n\t"
       "andl %[keep], %%fs:(%[copy])\n\t"
       "orl %[set], %%eax\n\t"
-      "orl %[set], %%fs:(%[copy])\n\t"
+      "lock orl %[set], %%fs:(%[copy])\n\t"
       "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+      "movl %[owned], %%eax\n\t"
+      "btl %[key], %%eax\n\t"
+      "jnc %l[freed_meanwhile]\n\t"
       ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
       ".balign 4\n\t"
       ".long 2b - .\n\t"
@@ -65,10 +80,12 @@ inline constexpr int kRegisterKeys = 16;
       : [owned] "m"(*owned), [key] "r"(key), [keep] "r"(keep), [set] "r"(bits),
         [copy] "r"(pkeys_thread_pkru_offset_())
       : "rax", "rcx", "rdx", "memory", "cc"
-      : not_owned);
-  return true;
+      : not_owned, freed_meanwhile);
+  return OwnedSwitch::done;
+freed_meanwhile:
+  return OwnedSwitch::freed_meanwhile;  // the caller calls register_take_back_rights
 not_owned:
-  return false;
+  return OwnedSwitch::not_owned;
 }
 
 [[gnu::always_inline]] inline unsigned register_get_rights(int key) noexcept {

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "backend/thread_signal.hpp"
 
-#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -234,37 +233,6 @@ int signal_and_wait(RightsChange change, int first, int last, bool named, std::v
   return result;
 }
 
-// Whether thread `tid` may be running user code (its state in
-// /proc/self/task/TID/stat is R, or cannot be read): a thread asleep in a
-// system call is inside no rights switch, and a free need not signal it
-// (nor interrupt its system call with EINTR). Once it wakes, it reads the
-// program's keys afresh.
-bool may_be_running(pid_t tid) noexcept {
-  char path[64];
-  int n = 0;
-  for (const char* p = "/proc/self/task/"; *p;) path[n++] = *p++;
-  char digits[16];
-  int d = 0;
-  for (unsigned v = static_cast<unsigned>(tid); d == 0 || v != 0; v /= 10) digits[d++] = static_cast<char>('0' + v % 10);
-  while (d > 0) path[n++] = digits[--d];
-  for (const char* p = "/stat"; *p;) path[n++] = *p++;
-  path[n] = 0;
-  const long fd = sys::raw_syscall(SYS_openat, AT_FDCWD, reinterpret_cast<long>(path), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return true;  // a failed read proves nothing
-  char buf[512];
-  const long len = sys::raw_syscall(SYS_read, fd, reinterpret_cast<long>(buf), sizeof buf - 1);
-  sys::raw_syscall(SYS_close, fd);
-  if (len <= 0) return true;
-  buf[len] = 0;
-  // "TID (comm) S ...": the state follows the last ')'.
-  const char* close = nullptr;
-  for (long i = 0; i < len; ++i)
-    if (buf[i] == ')') close = buf + i;
-  if (!close || close + 2 >= buf + len) return true;
-  const char state = close[2];
-  return state != 'S' && state != 'D' && state != 'T' && state != 't' && state != 'I';
-}
-
 int apply_locked(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
   if (change.still_valid && !change.still_valid(change.key)) return -EINVAL;
   const pid_t self = current_thread_id();
@@ -272,15 +240,13 @@ int apply_locked(RightsChange change, pid_t tid, std::vector<pid_t>* missed) {
   if (tid != kOtherThreads) {
     if (tid == self) return -ESRCH;  // the backend changes its own thread itself
     if (!find_thread_locked(tid, &g_targets[0])) return -ESRCH;
-    if (needs(change, g_targets[0]) || (change.every_thread && may_be_running(tid)))
-      result = signal_and_wait(change, 0, 1, true, missed);
+    if (needs(change, g_targets[0])) result = signal_and_wait(change, 0, 1, true, missed);
   } else {
     int n = other_threads_locked(self, g_targets, kMaxTargets);
     if (n < 0) return n;
     int m = 0;
     for (int i = 0; i < n; ++i)
-      if (needs(change, g_targets[i]) || (change.every_thread && may_be_running(g_targets[i].tid)))
-        g_targets[m++] = g_targets[i];
+      if (needs(change, g_targets[i])) g_targets[m++] = g_targets[i];
     result = signal_and_wait(change, 0, m, false, missed);
     // Threads started while it ran are not registered yet (they wait for
     // this lock): the kernel's count finds them. Until none is new.

@@ -42,13 +42,6 @@ struct RightsChange {
   // fails the change with -EINVAL. A free of the key takes the same lock
   // to reset it in every thread, so the two are ordered.
   bool (*still_valid)(int key) noexcept = nullptr;
-  // Signal every thread that may be running, even one whose PKRU copy
-  // already has the rights: a free's reset, since a switch that tested
-  // ownership before the free may be about to write
-  // (register_set_bits_if_owned); the signal sends it back to its test. A
-  // thread asleep in a system call is inside no switch: left alone (no
-  // EINTR for a thread that needs no change).
-  bool every_thread = false;
 };
 
 // Thread id 0 for apply_in_threads: every thread of the process but the

@@ -32,9 +32,7 @@ long kernel_pkey_free(int key) noexcept { return sys::raw_syscall(SYS_pkey_free,
 // the handshake could not allocate.
 int reset_in_other_threads(int key) noexcept {
   try {
-    RightsChange reset{key, PKEY_DISABLE_ACCESS};
-    reset.every_thread = true;  // a switch in flight in any of them is sent back to its ownership test
-    return apply_in_threads(reset, kOtherThreads, nullptr);
+    return apply_in_threads({key, PKEY_DISABLE_ACCESS}, kOtherThreads, nullptr);
   } catch (const std::bad_alloc&) {
     return -ENOMEM;
   } catch (...) {  // a lock that failed: nothing was applied
@@ -99,19 +97,6 @@ int X86PkuBackend::set_rights(int key, unsigned rights) noexcept {
 }
 
 unsigned X86PkuBackend::get_rights(int key) const noexcept { return register_get_rights(key); }
-
-int X86PkuBackend::reset_in_all_threads(int key, std::vector<pid_t>* missed) noexcept {
-  if (missed) missed->clear();
-  try {
-    RightsChange reset{key, PKEY_DISABLE_ACCESS, true};
-    reset.every_thread = true;
-    return apply_in_threads(reset, kOtherThreads, missed);
-  } catch (const std::bad_alloc&) {
-    return -ENOMEM;
-  } catch (...) {
-    return -EIO;
-  }
-}
 
 int X86PkuBackend::set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
                                  KeyCheck still_valid) noexcept {

@@ -38,7 +38,6 @@ class X86PkuBackend final : public Backend {
   bool rights_in_register() const noexcept override { return true; }
   int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
                     KeyCheck still_valid) noexcept override;
-  int reset_in_all_threads(int key, std::vector<pid_t>* missed) noexcept override;
   bool reclaim_keys() noexcept override;
   void set_start_rights(int key, int rights) noexcept override;
   std::uint64_t save_thread_rights() const noexcept override;

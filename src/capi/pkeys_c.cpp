@@ -56,6 +56,14 @@ int call_vkeys(F&& f, int without = -EINVAL) noexcept {
   return call([&](Runtime& rt) { return rt.set(pkey, rights); });
 }
 
+// A free cleared the key while pkey_set switched: its rights taken back,
+// and the call fails as for any key the program does not hold.
+[[gnu::noinline, gnu::cold]] int freed_during_set(int pkey) noexcept {
+  pkeys::backend::register_take_back_rights(pkey);
+  errno = EINVAL;
+  return -1;
+}
+
 // The same, given the rights shifted into place (pkey_set's fast path keeps
 // neither the rights nor the shift alive across its switch).
 [[gnu::noinline, gnu::cold]] int checked_set_bits(int pkey, std::uint32_t bits) noexcept {
@@ -139,10 +147,13 @@ int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
 // registers.)
 int pkey_set(int pkey, unsigned int access_rights) __THROW {
   if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && pkeys::core::valid_rights(access_rights)) [[likely]] {
+    using pkeys::backend::OwnedSwitch;
     const std::uint32_t bits = access_rights << PKEYS_PKRU_SHIFT(pkey);
-    if (pkeys::backend::register_set_bits_if_owned(pkey, bits, pkeys::core::g_key_table.register_keys_word()))
-        [[likely]]
+    const OwnedSwitch r =
+        pkeys::backend::register_set_bits_if_owned(pkey, bits, pkeys::core::g_key_table.register_keys_word());
+    if (r == OwnedSwitch::done) [[likely]]
       return 0;
+    if (r == OwnedSwitch::freed_meanwhile) return freed_during_set(pkey);
     return checked_set_bits(pkey, bits);
   }
   return checked_set(pkey, access_rights);

@@ -84,8 +84,11 @@ void KeyTable::publish_locked(int key) noexcept {
 }
 
 void KeyTable::unpublish_locked(int key) noexcept {
-  if (key < 32) register_keys_.fetch_and(~(std::uint32_t{1} << key), std::memory_order_acq_rel);
+  // Allocated first: a pkey_set that finds the register bit gone falls back
+  // to the checked path, which must then find the key gone too (its switch
+  // has no test of its own).
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
+  if (key < 32) register_keys_.fetch_and(~(std::uint32_t{1} << key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
 }
 

@@ -160,7 +160,7 @@ int Runtime::free(int key, bool strict) {
   // meanwhile could give the number to a new owner whose rights this reset
   // would then take. A thread the reset missed is reset again when the
   // number is released (release_key).
-  backend_->reset_in_all_threads(key, &last_missed());
+  backend_->set_rights_in(backend::kAllThreads, key, PKEY_DISABLE_ACCESS, &last_missed(), nullptr);
   std::lock_guard lock(space_);
   keys_.quarantine_locked(key);
   return 0;
