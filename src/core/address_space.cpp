@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 
+#include <array>
 #include <cerrno>
 #include <new>
 #include <utility>
@@ -126,25 +127,36 @@ int AddressSpace::protect_untracked_locked(std::uintptr_t start, std::size_t len
 }
 
 void AddressSpace::drop_replaced_locked(Tag tag, unsigned current, bool quick_only) noexcept {
-  try {
-    std::vector<std::pair<std::uintptr_t, std::uintptr_t>> replaced;
+  // Pieces found replaced, a batch at a time: no allocation under the lock
+  // (the program's malloc may take locks of its own, or sit in pages the
+  // program tagged).
+  std::array<std::pair<std::uintptr_t, std::uintptr_t>, 16> replaced;
+  for (int pass = 0; pass < 64; ++pass) {
+    std::size_t n = 0;
+    bool more = false, known = true;
     kernel_.start_batch(quick_only);
-    bool known = true;
     ranges_.for_each_of(tag, [&](const TaggedRange& t) {
-      if (!known) return;
+      if (!known || more) return;
       const int expected = os::enforced_prot(t.prot, current);
       known = kernel_.for_each_piece(t.start, t.end, [&](std::uintptr_t s, std::uintptr_t e, int prot) {
         // Under READ_IMPLIES_EXEC the kernel adds PROT_EXEC to readable pages.
         const bool implied_exec = (expected & PROT_READ) && prot == (expected | PROT_EXEC);
         // Unmapped pieces are left to the prune of unmapped records (which
         // a failed read of the maps stops): they hold no one else's pages.
-        if (prot != os::SelfProtections::kUnmapped && prot != expected && !implied_exec) replaced.emplace_back(s, e);
+        if (prot == os::SelfProtections::kUnmapped || prot == expected || implied_exec) return;
+        if (n < replaced.size())
+          replaced[n++] = {s, e};
+        else
+          more = true;
       });
     });
-    if (!known) return;  // a failed read proves nothing
-    for (const auto& [s, e] : replaced) ranges_.erase(s, e);
-  } catch (const std::bad_alloc&) {
-    // Out of memory: the records stay, as when the kernel cannot be asked.
+    if (!known) break;  // a failed read proves nothing
+    try {
+      for (std::size_t i = 0; i < n; ++i) ranges_.erase(replaced[i].first, replaced[i].second);
+    } catch (const std::bad_alloc&) {
+      break;  // out of memory: the records stay, as when the kernel cannot be asked
+    }
+    if (!more) break;
   }
   note_changes_locked();
 }

@@ -154,9 +154,16 @@ std::atomic<unsigned> g_forks{0};
 void count_fork() noexcept { g_forks.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
+// Registered at load, never lazily under pkeys' lock: glibc holds its
+// atfork lock while it runs prepare handlers, one of which takes pkeys'.
+[[gnu::constructor]] static void register_fork_count() { ::pthread_atfork(nullptr, nullptr, count_fork); }
+
+bool SelfProtections::still_ours() const noexcept {
+  struct stat st {};
+  return fd_ >= 0 && ::fstat(fd_, &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_;
+}
+
 bool SelfProtections::open_maps() noexcept {
-  static const bool registered = ::pthread_atfork(nullptr, nullptr, count_fork) == 0;
-  (void)registered;
   // A descriptor pkeys no longer holds (the program closed it, or a fork)
   // is dropped, never closed: its number may be the program's by now.
   fd_ = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -174,13 +181,16 @@ void SelfProtections::start_batch(bool quick_only) noexcept {
   have_table_ = false;
   table_.clear();
   if (fd_ >= 0 && forks_ != g_forks.load(std::memory_order_relaxed)) {
-    ::close(fd_);  // inherited across fork: still pkeys' own, but the parent's maps
+    // Inherited across fork: the parent's maps. Closed if still pkeys' own
+    // (the child may have closed it and reused the number).
+    if (still_ours()) ::close(fd_);
     fd_ = -1;
   }
 }
 
 bool SelfProtections::read_table() noexcept {
   have_table_ = true;
+  if (fd_ >= 0 && !still_ours()) fd_ = -1;  // closed or replaced behind pkeys' back: never read the program's file
   if ((fd_ < 0 && !open_maps()) || ::lseek(fd_, 0, SEEK_SET) != 0) return false;
   try {
     std::string text;
@@ -245,27 +255,6 @@ bool SelfProtections::vma_at_or_after(std::uintptr_t addr, Vma& out, bool* faile
       return true;
     }
   return false;
-}
-
-bool SelfProtections::for_each_piece(std::uintptr_t start, std::uintptr_t end,
-                                     const std::function<void(std::uintptr_t, std::uintptr_t, int)>& f) noexcept {
-  std::uintptr_t at = start;
-  while (at < end) {
-    Vma v{};
-    bool failed;
-    const bool found = vma_at_or_after(at, v, &failed);
-    if (failed) return false;
-    if (!found || v.start >= end) {
-      f(at, end, kUnmapped);
-      break;
-    }
-    if (v.start > at) f(at, v.start, kUnmapped);
-    const std::uintptr_t piece_start = v.start > at ? v.start : at;
-    const std::uintptr_t piece_end = v.end < end ? v.end : end;
-    f(piece_start, piece_end, v.prot);
-    at = piece_end;
-  }
-  return true;
 }
 
 }  // namespace pkeys::os

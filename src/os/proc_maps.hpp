@@ -55,8 +55,27 @@ class SelfProtections {
   // prot is the pieces' PROT_READ|PROT_WRITE|PROT_EXEC, or kUnmapped.
   // False when the kernel cannot be asked (no descriptor left, /proc not
   // mounted, a sandbox): a failed read proves nothing.
-  bool for_each_piece(std::uintptr_t start, std::uintptr_t end,
-                      const std::function<void(std::uintptr_t, std::uintptr_t, int)>& f) noexcept;
+  // (A template: no std::function, which may allocate, under pkeys' lock.)
+  template <class F>
+  bool for_each_piece(std::uintptr_t start, std::uintptr_t end, F&& f) noexcept {
+    std::uintptr_t at = start;
+    while (at < end) {
+      Vma v{};
+      bool failed;
+      const bool found = vma_at_or_after(at, v, &failed);
+      if (failed) return false;
+      if (!found || v.start >= end) {
+        f(at, end, kUnmapped);
+        break;
+      }
+      if (v.start > at) f(at, v.start, kUnmapped);
+      const std::uintptr_t piece_start = v.start > at ? v.start : at;
+      const std::uintptr_t piece_end = v.end < end ? v.end : end;
+      f(piece_start, piece_end, v.prot);
+      at = piece_end;
+    }
+    return true;
+  }
 
  private:
   struct Vma {
@@ -68,6 +87,7 @@ class SelfProtections {
   bool vma_at_or_after(std::uintptr_t addr, Vma& out, bool* failed) noexcept;
   bool query(std::uintptr_t addr, Vma& out, bool* failed) noexcept;
   bool open_maps() noexcept;
+  bool still_ours() const noexcept;  // fd_ is the file open_maps opened
   bool read_table() noexcept;
   int fd_ = -1;
   unsigned forks_ = 0;   // forks seen when fd_ was opened (a child must not ask its parent's)
