@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 
 #include <bit>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -331,13 +332,30 @@ void Runtime::restore_rights(std::uint64_t saved) noexcept {
   // them before they were the program's, never the old owner's rights.
   // The vkey cache's keys are not the program's: a jump closes the vkeys
   // opened since (VKeys::close_above), which puts their bits back.
+  // A free in another thread may come between the look at the table and
+  // the switch: after the switch the table is looked at again (a fence
+  // between, as in pkey_set: either that free sees this thread's new copy
+  // and resets it, or this look sees the key gone), and until it is the
+  // same, once more, access-disabled on every key restored before and
+  // gone since.
   const auto epoch = static_cast<std::uint32_t>(saved >> 32);
-  const std::uint64_t allocated = keys_.allocated_mask() & 0xffffu;
-  const std::uint64_t fresh = allocated & keys_.allocated_since(epoch);
-  std::uint64_t rights = saved & 0xffffffffu;
-  for (int k = 1; k < 16; ++k)
-    if ((fresh >> k) & 1) rights = (rights & ~(std::uint64_t{3} << (2 * k))) | (std::uint64_t{PKEY_DISABLE_ACCESS} << (2 * k));
-  backend_->restore_thread_rights(rights, allocated);
+  const auto disable = [](std::uint64_t rights, std::uint64_t keys) {
+    for (int k = 1; k < 16; ++k)
+      if ((keys >> k) & 1)
+        rights = (rights & ~(std::uint64_t{3} << (2 * k))) | (std::uint64_t{PKEY_DISABLE_ACCESS} << (2 * k));
+    return rights;
+  };
+  std::uint64_t touched = 0;
+  for (int pass = 0; pass < 64; ++pass) {
+    const std::uint32_t allocations = keys_.allocations();
+    const std::uint64_t allocated = keys_.allocated_mask() & 0xffffu;
+    const std::uint64_t fresh = allocated & keys_.allocated_since(epoch);
+    backend_->restore_thread_rights(disable(saved & 0xffffffffu, fresh | (touched & ~allocated)), allocated | touched);
+    touched |= allocated;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (keys_.allocations() == allocations && (keys_.allocated_mask() & 0xffffu) == allocated) return;
+  }
+  backend_->restore_thread_rights(disable(0, touched), touched);  // the table never held still: none restored
 }
 
 int Runtime::signal_enter(const void* ucontext) noexcept {
