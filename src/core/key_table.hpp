@@ -55,6 +55,9 @@ class KeyTable {
     return key >= 0 && key < kKeyLimit && (allocated_.load(std::memory_order_acquire) >> key) & 1;
   }
   std::uint64_t allocated_mask() const noexcept { return allocated_.load(std::memory_order_acquire); }
+  // The same, as a read-modify-write: the newest value, and (a locked
+  // instruction on x86) a full barrier after the caller's earlier stores.
+  std::uint64_t allocated_mask_latest() noexcept { return allocated_.fetch_or(0, std::memory_order_seq_cst); }
   // Allocations so far (wrapping), and the keys allocated after the
   // moment allocations() returned `epoch`: a rights restore must not give
   // a number's new owner what its old owner had.

@@ -333,8 +333,8 @@ void Runtime::restore_rights(std::uint64_t saved) noexcept {
   // The vkey cache's keys are not the program's: a jump closes the vkeys
   // opened since (VKeys::close_above), which puts their bits back.
   // A free in another thread may come between the look at the table and
-  // the switch: after the switch the table is looked at again (a fence
-  // between, as in pkey_set: either that free sees this thread's new copy
+  // the switch: after the switch the table is looked at again (a locked
+  // read between, as in pkey_set: either that free sees this thread's new copy
   // and resets it, or this look sees the key gone), and until it is the
   // same, once more, access-disabled on every key restored before and
   // gone since.
@@ -352,8 +352,9 @@ void Runtime::restore_rights(std::uint64_t saved) noexcept {
     const std::uint64_t fresh = allocated & keys_.allocated_since(epoch);
     backend_->restore_thread_rights(disable(saved & 0xffffffffu, fresh | (touched & ~allocated)), allocated | touched);
     touched |= allocated;
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (keys_.allocations() == allocations && (keys_.allocated_mask() & 0xffffu) == allocated) return;
+    // A read-modify-write of the mask the free clears: its newest value,
+    // ordered after this thread's switch (and its copy).
+    if ((keys_.allocated_mask_latest() & 0xffffu) == allocated && keys_.allocations() == allocations) return;
   }
   backend_->restore_thread_rights(disable(0, touched), touched);  // the table never held still: none restored
 }
