@@ -97,13 +97,10 @@ __attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const
  * flags puts them in that function's COMDAT group, so that a discarded
  * duplicate takes its records along). SAVE runs right after the RDPKRU;
  * SET ORs %[set] into eax and the copy, or is empty when nothing is set. */
-#define PKEYS_PKRU_SWITCH_ASM_(SAVE, SET)                                    \
-  "1: .byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */          \
-  SAVE                                                                      \
-  "andl %[keep], %%eax\n\t"                                                 \
-  "andl %[keep], %%fs:(%[copy])\n\t"                                        \
-  SET                                                                       \
-  "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */                               \
+/* The records of a switch whose restart point is label 1 and whose WRPKRU
+ * is label 2: its WRPKRU site (pkeyctl scan) and its restart record. Every
+ * restartable switch ends its first part with these. */
+#define PKEYS_PKRU_SWITCH_RECORDS_ASM_                                      \
   ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"                    \
   ".balign 4\n\t"                                                           \
   ".long 2b - .\n\t"                                                        \
@@ -113,6 +110,15 @@ __attribute__((visibility("default"))) void pkeys_pkru_unregister_switches(const
   ".long 1b - .\n\t"                                                        \
   ".long 2b - 1b\n\t"                                                       \
   ".popsection"
+
+#define PKEYS_PKRU_SWITCH_ASM_(SAVE, SET)                                    \
+  "1: .byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */          \
+  SAVE                                                                      \
+  "andl %[keep], %%eax\n\t"                                                 \
+  "andl %[keep], %%fs:(%[copy])\n\t"                                        \
+  SET                                                                       \
+  "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */                               \
+  PKEYS_PKRU_SWITCH_RECORDS_ASM_
 #define PKEYS_PKRU_SET_ASM_ "orl %[set], %%eax\n\torl %[set], %%fs:(%[copy])\n\t"
 
 /* pkeys_thread_pkru's offset from the thread pointer (a constant). */

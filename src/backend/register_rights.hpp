@@ -19,13 +19,17 @@ namespace pkeys::backend {
 // Keys 0..kRegisterKeys-1 have rights in the register (PKRU: 16).
 inline constexpr int kRegisterKeys = 16;
 
+// The bits of the register that `key`'s rights leave alone: ~(3 << shift)
+// as a rotation, one instruction (the pattern GCC and Clang turn into ROL).
+[[gnu::always_inline]] inline std::uint32_t register_keep_mask(int key) noexcept {
+  const unsigned shift = PKEYS_PKRU_SHIFT(key);
+  return (~3u << shift) | (~3u >> ((0u - shift) & 31u));
+}
+
 // `key`'s rights := `rights` (PKEY_DISABLE_*, checked by the caller) in
 // the calling thread: a restartable switch (pkeys/pkru.h).
 [[gnu::always_inline]] inline void register_set_rights(int key, unsigned rights) noexcept {
-  const unsigned shift = PKEYS_PKRU_SHIFT(key);
-  // ~(3 << shift) as a rotation: one instruction (the pattern GCC and Clang
-  // turn into ROL).
-  pkeys_pkru_update((~3u << shift) | (~3u >> ((0u - shift) & 31u)), rights << shift);
+  pkeys_pkru_update(register_keep_mask(key), rights << PKEYS_PKRU_SHIFT(key));
 }
 
 // register_set_rights, only while bit `key` of `*owned` is set (the
@@ -51,8 +55,7 @@ enum class OwnedSwitch { done, not_owned, freed_meanwhile };
 
 [[gnu::always_inline]] inline OwnedSwitch register_set_bits_if_owned(int key, std::uint32_t bits,
                                                               const std::uint32_t* owned) noexcept {
-  const unsigned shift = PKEYS_PKRU_SHIFT(key);
-  const std::uint32_t keep = (~3u << shift) | (~3u >> ((0u - shift) & 31u));
+  const std::uint32_t keep = register_keep_mask(key);
   __asm__ goto(
       "1: movl %[owned], %%eax\n\t"
       "btl %[key], %%eax\n\t"
@@ -67,15 +70,7 @@ enum class OwnedSwitch { done, not_owned, freed_meanwhile };
       "movl %[owned], %%eax\n\t"
       "btl %[key], %%eax\n\t"
       "jnc %l[freed_meanwhile]\n\t"
-      ".pushsection pkeys_wrpkru_sites,\"a?\",@progbits\n\t"
-      ".balign 4\n\t"
-      ".long 2b - .\n\t"
-      ".popsection\n\t"
-      ".pushsection pkeys_pkru_switches,\"a?\",@progbits\n\t"
-      ".balign 4\n\t"
-      ".long 1b - .\n\t"
-      ".long 2b - 1b\n\t"
-      ".popsection"
+      PKEYS_PKRU_SWITCH_RECORDS_ASM_
       :
       : [owned] "m"(*owned), [key] "r"(key), [keep] "r"(keep), [set] "r"(bits),
         [copy] "r"(pkeys_thread_pkru_offset_())
@@ -92,10 +87,6 @@ not_owned:
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
 }
 
-// The bits of the register that `key`'s rights leave alone.
-[[gnu::always_inline]] inline std::uint32_t register_keep_mask(int key) noexcept {
-  return ~(3u << PKEYS_PKRU_SHIFT(key));
-}
 
 // `key`'s access-disable bit: rights r are r * register_access_bit(key).
 [[gnu::always_inline]] inline std::uint32_t register_access_bit(int key) noexcept {

@@ -228,8 +228,7 @@ bool SelfProtections::query(std::uintptr_t addr, Vma& out, bool* failed) noexcep
       return true;
     }
     if (errno == ENOENT) return false;  // nothing at or above addr
-    struct stat st {};
-    if (::fstat(fd_, &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
+    if (still_ours()) {
       query_ = false;  // still the file pkeys opened: an older kernel, read the file instead
       return !(*failed = true);
     }
