@@ -53,6 +53,21 @@ bool switch_can_ask() {
   return ok;
 }
 
+// `pages` read-write pages tagged with a new key (*key, *p).
+void tag_pages(std::size_t pages, int* key, char** p) {
+  *key = pkey_alloc(0, 0);
+  ASSERT_GT(*key, 0) << errno_str();
+  *p = static_cast<char*>(map_pages(pages));
+  ASSERT_EQ(pkey_mprotect(*p, pages * page_size(), PROT_READ | PROT_WRITE, *key), 0) << errno_str();
+}
+
+// Someone else's mapping of `prot` over [at, at+len), pkeys unaware: a raw
+// munmap and a raw mmap.
+void replace_behind_pkeys_back(char* at, std::size_t len, int prot) {
+  ASSERT_EQ(::syscall(SYS_munmap, at, len), 0) << errno_str();
+  ASSERT_EQ(raw_mmap_fixed(at, len, prot), at) << errno_str();
+}
+
 #define SKIP_UNLESS_A_SWITCH_CAN_ASK()                                                                   \
   if (!switch_can_ask())                                                                                 \
   GTEST_SKIP() << "this kernel lacks PROCMAP_QUERY (Linux 6.11+): a switch trusts the records, and only " \
@@ -61,13 +76,11 @@ bool switch_can_ask() {
 }  // namespace
 
 TEST(ReplacedPages, AFreeDropsTheRecordsOfReplacedPages) {
-  const int key = pkey_alloc(0, 0);
-  ASSERT_GT(key, 0) << errno_str();
+  int key;
+  char* p;
+  ASSERT_NO_FATAL_FAILURE(tag_pages(2, &key, &p));
   const std::size_t len = 2 * page_size();
-  char* p = static_cast<char*>(map_pages(2));
-  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
-  ASSERT_EQ(::syscall(SYS_munmap, p, len), 0) << errno_str();
-  ASSERT_EQ(raw_mmap_fixed(p, len, PROT_READ), p) << errno_str();
+  ASSERT_NO_FATAL_FAILURE(replace_behind_pkeys_back(p, len, PROT_READ));
   EXPECT_EQ(pkeys_free_strict(key), 0) << "the key's pages are gone: " << errno_str();
   EXPECT_EQ(ranges_of(key), 0) << "records of pages that are no longer the key's";
   EXPECT_TRUE(can_read(p)) << "the free changed a mapping pkeys did not tag";
@@ -76,14 +89,12 @@ TEST(ReplacedPages, AFreeDropsTheRecordsOfReplacedPages) {
 
 TEST(ReplacedPages, AMappingPkeysDidNotTagKeepsItsProtection) {
   SKIP_UNLESS_A_SWITCH_CAN_ASK();
-  const int key = pkey_alloc(0, 0);
-  ASSERT_GT(key, 0) << errno_str();
+  int key;
+  char* p;
+  ASSERT_NO_FATAL_FAILURE(tag_pages(2, &key, &p));
   const std::size_t len = 2 * page_size();
-  char* p = static_cast<char*>(map_pages(2));
-  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
   // Someone else's read-only mapping at the same address, pkeys unaware.
-  ASSERT_EQ(::syscall(SYS_munmap, p, len), 0) << errno_str();
-  ASSERT_EQ(raw_mmap_fixed(p, len, PROT_READ), p) << errno_str();
+  ASSERT_NO_FATAL_FAILURE(replace_behind_pkeys_back(p, len, PROT_READ));
 
   ASSERT_EQ(pkey_set(key, PKEY_DISABLE_ACCESS), 0) << errno_str();
   EXPECT_TRUE(can_read(p)) << "pkey_set changed a mapping pkeys did not tag";
@@ -97,14 +108,12 @@ TEST(ReplacedPages, AMappingPkeysDidNotTagKeepsItsProtection) {
 
 TEST(ReplacedPages, OnlyTheReplacedPartLosesItsRecord) {
   SKIP_UNLESS_A_SWITCH_CAN_ASK();
-  const int key = pkey_alloc(0, 0);
-  ASSERT_GT(key, 0) << errno_str();
+  int key;
+  char* p;
+  ASSERT_NO_FATAL_FAILURE(tag_pages(3, &key, &p));
   const std::size_t len = 3 * page_size();
-  char* p = static_cast<char*>(map_pages(3));
-  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
   char* middle = p + page_size();
-  ASSERT_EQ(::syscall(SYS_munmap, middle, page_size()), 0) << errno_str();
-  ASSERT_EQ(raw_mmap_fixed(middle, page_size(), PROT_READ | PROT_EXEC), middle) << errno_str();
+  ASSERT_NO_FATAL_FAILURE(replace_behind_pkeys_back(middle, page_size(), PROT_READ | PROT_EXEC));
 
   ASSERT_EQ(pkey_set(key, PKEY_DISABLE_ACCESS), 0) << errno_str();
   EXPECT_FALSE(can_read(p)) << "the key's own pages are still protected";
@@ -121,11 +130,10 @@ TEST(ReplacedPages, OnlyTheReplacedPartLosesItsRecord) {
 // the question's descriptor open between switches).
 TEST(ReplacedPages, AForkedChildAsksAboutItsOwnPages) {
   SKIP_UNLESS_A_SWITCH_CAN_ASK();
-  const int key = pkey_alloc(0, 0);
-  ASSERT_GT(key, 0) << errno_str();
+  int key;
+  char* p;
+  ASSERT_NO_FATAL_FAILURE(tag_pages(1, &key, &p));
   const std::size_t len = page_size();
-  char* p = static_cast<char*>(map_pages(1));
-  ASSERT_EQ(pkey_mprotect(p, len, PROT_READ | PROT_WRITE, key), 0) << errno_str();
   ASSERT_EQ(pkey_set(key, PKEY_DISABLE_WRITE), 0) << errno_str();  // asked once already
   ASSERT_EQ(pkey_set(key, 0), 0) << errno_str();
   const pid_t child = ::fork();

@@ -231,6 +231,26 @@ TEST_F(Signals, AdoptingInsideASwitchKeepsTheThreadsCopyTrue) {
 namespace {
 pkeys_sigjmp_buf g_jump_env;
 void jump_back(int) { pkeys_siglongjmp(g_jump_env, 1); }
+
+// While it lives, SIGUSR1 jumps back to g_jump_env.
+class JumpOnSigusr1 {
+ public:
+  JumpOnSigusr1() {
+    struct sigaction sa {};
+    sa.sa_handler = jump_back;
+    installed_ = ::sigaction(SIGUSR1, &sa, &old_) == 0;
+  }
+  ~JumpOnSigusr1() {
+    if (installed_) ::sigaction(SIGUSR1, &old_, nullptr);
+  }
+  JumpOnSigusr1(const JumpOnSigusr1&) = delete;
+  JumpOnSigusr1& operator=(const JumpOnSigusr1&) = delete;
+  bool installed() const { return installed_; }
+
+ private:
+  struct sigaction old_ {};
+  bool installed_ = false;
+};
 }  // namespace
 
 // A recovery point saved while this thread held read-write on a key; the
@@ -240,11 +260,10 @@ TEST(SignalsJump, NeverGivesAReusedNumberTheOldOwnersRights) {
   if (!per_thread_rights()) GTEST_SKIP() << "backend " << pkeys_backend() << ": rights are process-wide, a jump restores none";
   const int old_key = pkey_alloc(0, 0);
   ASSERT_GT(old_key, 0) << errno_str();
-  struct sigaction sa {}, old {};
-  sa.sa_handler = jump_back;
-  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0) << errno_str();
-  char* secret = nullptr;
-  int new_key = -1;
+  JumpOnSigusr1 jumper;
+  ASSERT_TRUE(jumper.installed()) << errno_str();
+  char* volatile secret = nullptr;  // set between the setjmp and the jump
+  volatile int new_key = -1;
   if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
     ASSERT_EQ(pkey_free(old_key), 0) << errno_str();
     new_key = pkey_alloc(0, PKEY_DISABLE_ACCESS);  // the next owner: no access for this thread
@@ -255,7 +274,6 @@ TEST(SignalsJump, NeverGivesAReusedNumberTheOldOwnersRights) {
     ::raise(SIGUSR1);
     ADD_FAILURE() << "no jump";
   }
-  ::sigaction(SIGUSR1, &old, nullptr);
   EXPECT_EQ(pkey_get(new_key), PKEY_DISABLE_ACCESS) << "the jump gave the new owner's key the old owner's rights";
   EXPECT_FALSE(can_read(secret));
   ASSERT_EQ(::munmap(secret, page_size()), 0) << errno_str();
@@ -281,9 +299,8 @@ TEST(SignalsJump, NeverRestoresACacheKeyThatHoldsAnotherVKey) {
   theirs[0] = 't';
   ASSERT_EQ(pkeys_vkey_mprotect(mine, page_size(), PROT_READ | PROT_WRITE, first), 0) << errno_str();
   ASSERT_EQ(pkeys_vkey_mprotect(theirs, page_size(), PROT_READ | PROT_WRITE, second), 0) << errno_str();
-  struct sigaction sa {}, old {};
-  sa.sa_handler = jump_back;
-  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0) << errno_str();
+  JumpOnSigusr1 jumper;
+  ASSERT_TRUE(jumper.installed()) << errno_str();
   ASSERT_EQ(pkeys_vkey_begin(first, 0), 0) << errno_str();
   if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
     ASSERT_EQ(pkeys_vkey_end(first), 0) << errno_str();
@@ -293,7 +310,6 @@ TEST(SignalsJump, NeverRestoresACacheKeyThatHoldsAnotherVKey) {
     ::raise(SIGUSR1);
     ADD_FAILURE() << "no jump";
   }
-  ::sigaction(SIGUSR1, &old, nullptr);
   EXPECT_FALSE(can_read(theirs)) << "the jump opened another vkey's pages";
   EXPECT_EQ(pkeys_vkey_end(first), -1) << "closed before the jump, it stays closed";
   ::munmap(mine, page_size());
@@ -313,16 +329,14 @@ TEST(SignalsJump, ClosesTheVKeysOpenedSinceTheRecoveryPoint) {
   ASSERT_GT(inner, 0) << errno_str();
   char* page = static_cast<char*>(map_pages(1));
   ASSERT_EQ(pkeys_vkey_mprotect(page, page_size(), PROT_READ | PROT_WRITE, inner), 0) << errno_str();
-  struct sigaction sa {}, old {};
-  sa.sa_handler = jump_back;
-  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0) << errno_str();
+  JumpOnSigusr1 jumper;
+  ASSERT_TRUE(jumper.installed()) << errno_str();
   ASSERT_EQ(pkeys_vkey_begin(outer, 0), 0) << errno_str();
   if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
     ASSERT_EQ(pkeys_vkey_begin(inner, 0), 0) << errno_str();
     ::raise(SIGUSR1);
     ADD_FAILURE() << "no jump";
   }
-  ::sigaction(SIGUSR1, &old, nullptr);
   EXPECT_FALSE(can_read(page)) << "the vkey opened since the recovery point is still open";
   EXPECT_EQ(pkeys_vkey_set(inner, 0), 0) << "closed: its base can change; " << errno_str();
   EXPECT_EQ(pkeys_vkey_end(outer), 0) << "open at the recovery point, still open; " << errno_str();
