@@ -32,19 +32,24 @@ inline constexpr int kRegisterKeys = 16;
   pkeys_pkru_update(register_keep_mask(key), rights << PKEYS_PKRU_SHIFT(key));
 }
 
-// register_set_rights, only while bit `key` of `*owned` is set (the
-// program holds the key), else nothing changes (not_owned). A free
-// clears the bit, then resets the number in the threads whose PKRU copy
-// says they hold rights on it. So the bit is tested twice: inside the
-// restartable block (a reset that lands there sends the switch back to the
-// test), and again after the WRPKRU (a free that cleared the bit while this
-// thread was stopped inside the block, in a handler or by a debugger, found
-// the copy not yet changed and did not reset it: the switch then takes its
-// own rights back). The copy's last edit is a locked instruction, so that
-// either the free sees the new copy or this test sees the cleared bit.
-// `bits` is rights * register_access_bit(key) (shifted by the caller, so
-// that a caller's fallback can shift back rather than keep a copy alive).
-// What register_set_bits_if_owned did.
+// register_set_rights, only while `key`'s field of `*owned_fields` is set
+// (the program holds the key: KeyTable::register_key_fields_word), else
+// nothing changes (not_owned). A free clears the field, then resets the
+// number in the threads whose PKRU copy says they hold rights on it. So
+// the field is tested twice: inside the restartable block (a reset that
+// lands there sends the switch back to the test), and again after the
+// WRPKRU (a free that cleared it while this thread was stopped inside the
+// block, in a handler or by a debugger, found the copy not yet changed and
+// did not reset it: the switch then takes its own rights back). The copy's
+// last edit is a locked instruction, so that either the free sees the new
+// copy or this test sees the cleared field.
+// The switch sets the key's two bits, then flips those the new rights
+// clear: with the field (3 << shift) in a register, each ownership test is
+// one TEST against memory, and both edits are idempotent from label 1, so
+// a restart anywhere in the block ends the same.
+// `flip` is (rights ^ 3) << shift (computed by the caller, so that a
+// caller's fallback can shift back rather than keep a copy alive).
+// What register_set_flip_if_owned did.
 enum class OwnedSwitch { done, not_owned, freed_meanwhile };
 
 // After freed_meanwhile: the rights the switch wrote, taken back (out of
@@ -53,26 +58,29 @@ enum class OwnedSwitch { done, not_owned, freed_meanwhile };
   register_set_rights(key, 0x1 /* PKEY_DISABLE_ACCESS */);
 }
 
-[[gnu::always_inline]] inline OwnedSwitch register_set_bits_if_owned(int key, std::uint32_t bits,
-                                                              const std::uint32_t* owned) noexcept {
-  const std::uint32_t keep = register_keep_mask(key);
+// `key`'s two bits in the register: 3 << shift.
+[[gnu::always_inline]] inline std::uint32_t register_field(int key) noexcept {
+  return 3u << PKEYS_PKRU_SHIFT(key);
+}
+
+[[gnu::always_inline]] inline OwnedSwitch register_set_flip_if_owned(int key, std::uint32_t flip,
+                                                              const std::uint32_t* owned_fields) noexcept {
+  const std::uint32_t field = register_field(key);
   __asm__ goto(
-      "1: movl %[owned], %%eax\n\t"
-      "btl %[key], %%eax\n\t"
-      "jnc %l[not_owned]\n\t"
+      "1: testl %[field], %[owned]\n\t"
+      "jz %l[not_owned]\n\t"
       "xorl %%ecx, %%ecx\n\t"
       ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
-      "andl %[keep], %%eax\n\t"
-      "andl %[keep], %%fs:(%[copy])\n\t"
-      "orl %[set], %%eax\n\t"
-      "lock orl %[set], %%fs:(%[copy])\n\t"
+      "orl %[field], %%eax\n\t"
+      "orl %[field], %%fs:(%[copy])\n\t"
+      "xorl %[flip], %%eax\n\t"
+      "lock xorl %[flip], %%fs:(%[copy])\n\t"
       "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
-      "movl %[owned], %%eax\n\t"
-      "btl %[key], %%eax\n\t"
-      "jnc %l[freed_meanwhile]\n\t"
+      "testl %[field], %[owned]\n\t"
+      "jz %l[freed_meanwhile]\n\t"
       PKEYS_PKRU_SWITCH_RECORDS_ASM_
       :
-      : [owned] "m"(*owned), [key] "r"(key), [keep] "r"(keep), [set] "r"(bits),
+      : [owned] "m"(*owned_fields), [field] "r"(field), [flip] "r"(flip),
         [copy] "r"(pkeys_thread_pkru_offset_())
       : "rax", "rcx", "rdx", "memory", "cc"
       : not_owned, freed_meanwhile);

@@ -64,10 +64,10 @@ int call_vkeys(F&& f, int without = -EINVAL) noexcept {
   return -1;
 }
 
-// The same, given the rights shifted into place (pkey_set's fast path keeps
-// neither the rights nor the shift alive across its switch).
-[[gnu::noinline, gnu::cold]] int checked_set_bits(int pkey, std::uint32_t bits) noexcept {
-  return checked_set(pkey, bits >> PKEYS_PKRU_SHIFT(pkey));
+// The same, given the rights as the fast path's flip, (rights ^ 3) << shift
+// (it keeps neither the rights nor the shift alive across its switch).
+[[gnu::noinline, gnu::cold]] int checked_set_flip(int pkey, std::uint32_t flip) noexcept {
+  return checked_set(pkey, (flip >> PKEYS_PKRU_SHIFT(pkey)) ^ 3u);
 }
 
 [[gnu::noinline, gnu::cold]] int checked_get(int pkey) noexcept {
@@ -148,13 +148,13 @@ int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
 int pkey_set(int pkey, unsigned int access_rights) __THROW {
   if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && pkeys::core::valid_rights(access_rights)) [[likely]] {
     using pkeys::backend::OwnedSwitch;
-    const std::uint32_t bits = access_rights << PKEYS_PKRU_SHIFT(pkey);
-    const OwnedSwitch r =
-        pkeys::backend::register_set_bits_if_owned(pkey, bits, pkeys::core::g_key_table.register_keys_word());
+    const std::uint32_t flip = (access_rights ^ 3u) << PKEYS_PKRU_SHIFT(pkey);
+    const OwnedSwitch r = pkeys::backend::register_set_flip_if_owned(
+        pkey, flip, pkeys::core::g_key_table.register_key_fields_word());
     if (r == OwnedSwitch::done) [[likely]]
       return 0;
     if (r == OwnedSwitch::freed_meanwhile) return freed_during_set(pkey);
-    return checked_set_bits(pkey, bits);
+    return checked_set_flip(pkey, flip);
   }
   return checked_set(pkey, access_rights);
 }

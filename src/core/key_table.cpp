@@ -79,8 +79,10 @@ void KeyTable::publish_locked(int key) noexcept {
   stamps_[key].store(now, std::memory_order_release);
   allocations_.store(now, std::memory_order_release);
   allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
-  if (register_rights_ && key > 0 && key < 32)
+  if (register_rights_ && key > 0 && key < 32) {
+    if (key < 16) register_key_fields_.fetch_or(std::uint32_t{3} << (2 * key), std::memory_order_acq_rel);
     register_keys_.fetch_or(std::uint32_t{1} << key, std::memory_order_acq_rel);
+  }
 }
 
 void KeyTable::unpublish_locked(int key) noexcept {
@@ -88,6 +90,7 @@ void KeyTable::unpublish_locked(int key) noexcept {
   // to the checked path, which must then find the key gone too (its switch
   // has no test of its own).
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
+  if (key < 16) register_key_fields_.fetch_and(~(std::uint32_t{3} << (2 * key)), std::memory_order_acq_rel);
   if (key < 32) register_keys_.fetch_and(~(std::uint32_t{1} << key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
 }

@@ -78,11 +78,14 @@ class KeyTable {
   // hot path: backend/register_rights.hpp). Always 0 unless the backend
   // keeps rights in such a register (set_register_rights).
   std::uint32_t register_keys() const noexcept { return register_keys_.load(std::memory_order_acquire); }
-  // The same word, for a switch that tests it inside its restartable block
-  // (backend::register_set_bits_if_owned; a plain x86 load is acquire).
-  const std::uint32_t* register_keys_word() const noexcept {
-    static_assert(sizeof(register_keys_) == sizeof(std::uint32_t) && std::atomic<std::uint32_t>::is_always_lock_free);
-    return reinterpret_cast<const std::uint32_t*>(&register_keys_);
+  // The same keys as register_keys(), each as its two bits in the register
+  // (3 << 2k, keys 1..15), for a switch that tests the key's field inside
+  // its restartable block (backend::register_set_flip_if_owned; a plain
+  // x86 load is acquire).
+  const std::uint32_t* register_key_fields_word() const noexcept {
+    static_assert(sizeof(register_key_fields_) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free);
+    return reinterpret_cast<const std::uint32_t*>(&register_key_fields_);
   }
   void set_register_rights(bool on) noexcept { register_rights_ = on; }
 
@@ -124,6 +127,7 @@ class KeyTable {
   std::atomic<std::uint64_t> quarantined_{0};
   std::atomic<bool> per_thread_rights_{false};
   std::atomic<std::uint32_t> register_keys_{0};
+  std::atomic<std::uint32_t> register_key_fields_{0};
   bool register_rights_ = false;  // set once, before any key is published
   char labels_[kKeyLimit][kLabelSize] = {};
   int execute_only_key_ = -1;
