@@ -48,6 +48,7 @@ if [ "${PKEYS_LANE_MODE:-}" = icount ]; then
   run icount-glibc -- ./pkeys_icount_glibc
   run icount-libpkeys.a PKEYS_BACKEND=x86-pku -- ./pkeys_icount_bench
   run icount-libpkeys.so PKEYS_BACKEND=x86-pku -- ./pkeys_icount_plt
+  run icount-glibc.so -- ./pkeys_icount_glibc_plt
   echo "PKU-LANE-DONE"
   poweroff -f
 fi

@@ -54,9 +54,10 @@ show() { local p=$1; [[ $p == "$root"/* ]] && p=${p#"$root"/}; printf '%s' "$p";
 # --- the statically linked tests ---------------------------------------------
 programs=(pkeys_conformance pkeys_concurrency pkeys_backend_selection pkeys_vkeys_stress
           pkeys_startup pkeys_allocator_reentry tagged_sleeper pkeyctl)
-# The instruction-count benchmarks: two static programs and one linked
-# with libpkeys.so (its loader and libraries go into the initramfs).
-icount_programs=(pkeys_icount_bench pkeys_icount_glibc pkeys_icount_plt)
+# The instruction-count benchmarks: two static programs, one linked with
+# libpkeys.so and glibc's peer of it linked with libc.so (their loader and
+# libraries go into the initramfs).
+icount_programs=(pkeys_icount_bench pkeys_icount_glibc pkeys_icount_plt pkeys_icount_glibc_plt)
 build_log=$logs/build.log
 configure_extra=() build_extra=()  # none for the tests
 if [[ $mode == icount ]]; then
@@ -181,7 +182,7 @@ if [[ $mode == icount ]]; then
   for p in pkeys_icount_bench pkeys_icount_glibc; do
     if ldd "$icount_dir/tests/$p" >/dev/null 2>&1; then log "$p is not statically linked"; exit 1; fi
   done
-  copy_dynamic "$icount_dir" "$build/bench/pkeys_icount_plt"  # libpkeys.so.0 too
+  copy_dynamic "$icount_dir" "$build/bench/pkeys_icount_plt" "$build/bench/pkeys_icount_glibc_plt"  # libpkeys.so.0 too
   finish_initramfs "$icount_dir" "$build/initramfs-icount.cpio.gz"
 
   qemu_flags=(-accel tcg -cpu max -smp 1 -icount 'shift=0,sleep=off')

@@ -81,6 +81,9 @@ class Backend {
   // register_set_rights and register_get_rights (register_rights.hpp), so
   // that the C ABI may call those without the Backend.
   virtual bool rights_in_register() const noexcept { return false; }
+  // True when, besides, the CPU runs the C ABI's inline owned switch
+  // (register_set_bits_if_owned, which needs ANDN).
+  virtual bool owned_switch_inline() const noexcept { return false; }
 
   // Sets `key`'s rights in thread `tid` of this process, or with
   // kAllThreads in every thread, the caller included; returns once they

@@ -2,8 +2,9 @@
 // The rights switch of a backend whose rights are the calling thread's
 // register (x86 PKU: PKRU), inline, for the hot paths: pkey_set and
 // pkey_get run these without the Runtime, the Backend or a lock, for the
-// keys the core lists in KeyTable::register_keys() (allocated to the
-// program, on a backend whose rights_in_register() is true), and a cached
+// keys the core lists in KeyTable::register_fields_not_held_word()
+// (allocated to the program, on a backend whose rights_in_register() is
+// true and whose CPU has BMI1: owned_switch_limit_word), and a cached
 // vkey's begin and end for its cache key (the cache exists only on such a
 // backend). Such a backend's set_rights and get_rights are these very
 // functions. Each switch is restartable and keeps the thread's PKRU copy
@@ -20,10 +21,21 @@ namespace pkeys::backend {
 inline constexpr int kRegisterKeys = 16;
 
 // The bits of the register that `key`'s rights leave alone: ~(3 << shift)
-// as a rotation, one instruction (the pattern GCC and Clang turn into ROL).
+// as a rotation, one instruction (ROL). Defined for any key: the rotation
+// is modulo 32, as ROL takes it.
+[[gnu::always_inline]] inline std::uint32_t register_rotate_left(std::uint32_t x, unsigned n) noexcept {
+  // ROL itself (C++'s rotations spend an AND on the count).
+  __asm__("roll %%cl, %[x]" : [x] "+r"(x) : "c"(n) : "cc");
+  return x;
+}
 [[gnu::always_inline]] inline std::uint32_t register_keep_mask(int key) noexcept {
-  const unsigned shift = PKEYS_PKRU_SHIFT(key);
-  return (~3u << shift) | (~3u >> ((0u - shift) & 31u));
+  return register_rotate_left(~3u, PKEYS_PKRU_SHIFT(key));
+}
+
+// Rights (at most 3) in `key`'s place: rights << shift for a key 0-15, and
+// defined for any key (a rotation, modulo 32).
+[[gnu::always_inline]] inline std::uint32_t register_rights_bits(int key, unsigned rights) noexcept {
+  return register_rotate_left(rights, PKEYS_PKRU_SHIFT(key));
 }
 
 // `key`'s rights := `rights` (PKEY_DISABLE_*, checked by the caller) in
@@ -32,25 +44,29 @@ inline constexpr int kRegisterKeys = 16;
   pkeys_pkru_update(register_keep_mask(key), rights << PKEYS_PKRU_SHIFT(key));
 }
 
-// register_set_rights, only while `key`'s field of `*owned_fields` is set
-// (the program holds the key: KeyTable::register_key_fields_word), else
-// nothing changes (not_owned). A free clears the field, then resets the
-// number in the threads whose PKRU copy says they hold rights on it. So
-// the field is tested twice: inside the restartable block (a reset that
-// lands there sends the switch back to the test), and again after the
-// WRPKRU (a free that cleared it while this thread was stopped inside the
-// block, in a handler or by a debugger, found the copy not yet changed and
-// did not reset it: the switch then takes its own rights back). The copy's
-// last edit is a locked instruction, so that either the free sees the new
-// copy or this test sees the cleared field.
-// The switch sets the key's two bits, then flips those the new rights
-// clear: with the field (3 << shift) in a register, each ownership test is
-// one TEST against memory, and both edits are idempotent from label 1, so
-// a restart anywhere in the block ends the same.
-// `flip` is (rights ^ 3) << shift (computed by the caller, so that a
-// caller's fallback can shift back rather than keep a copy alive).
-// What register_set_flip_if_owned did.
+// register_set_rights, for a key below `*limit` whose bits are clear in
+// `*not_held` (the program holds the key: KeyTable's
+// owned_switch_limit_word and register_fields_not_held_word), else nothing
+// changes (not_owned). A free sets the key's bits, then resets the number
+// in the threads whose PKRU copy says they hold rights on it. So the bits
+// are tested twice: inside the restartable block (a reset that lands there
+// sends the switch back to the test), and again after the WRPKRU (a free
+// that set them while this thread was stopped inside the block, in a
+// handler or by a debugger, found the copy not yet changed and did not
+// reset it: the switch then takes its own rights back). The copy's last
+// edit is a locked instruction, so that either the free sees the new copy
+// or this test sees the bits set. Each test is one ANDN of the keep mask
+// with the word in memory (BMI1: the limit is 0 on a CPU without it); the
+// first leaves ECX 0 for RDPKRU and WRPKRU, the second leaves the 0 that
+// `done` returns. The limit's compare is the range check.
+// `bits` is register_rights_bits(key, rights) (by the caller, so that a
+// caller's fallback can turn it back rather than keep a copy alive).
+// What register_set_bits_if_owned did, and with done, 0.
 enum class OwnedSwitch { done, not_owned, freed_meanwhile };
+struct OwnedSwitchResult {
+  OwnedSwitch what;
+  int zero;
+};
 
 // After freed_meanwhile: the rights the switch wrote, taken back (out of
 // line, so that the hot path keeps nothing alive for it).
@@ -58,41 +74,68 @@ enum class OwnedSwitch { done, not_owned, freed_meanwhile };
   register_set_rights(key, 0x1 /* PKEY_DISABLE_ACCESS */);
 }
 
-// `key`'s two bits in the register: 3 << shift.
-[[gnu::always_inline]] inline std::uint32_t register_field(int key) noexcept {
-  return 3u << PKEYS_PKRU_SHIFT(key);
-}
-
-[[gnu::always_inline]] inline OwnedSwitch register_set_flip_if_owned(int key, std::uint32_t flip,
-                                                              const std::uint32_t* owned_fields) noexcept {
-  const std::uint32_t field = register_field(key);
+[[gnu::always_inline]] inline OwnedSwitchResult register_set_bits_if_owned(int key, std::uint32_t bits,
+                                                                    const std::uint32_t* limit,
+                                                                    const std::uint32_t* not_held) noexcept {
+  const std::uint32_t keep = register_keep_mask(key);
+  int zero;
   __asm__ goto(
-      "1: testl %[field], %[owned]\n\t"
-      "jz %l[not_owned]\n\t"
-      "xorl %%ecx, %%ecx\n\t"
+      "cmpl %[limit], %[key]\n\t"
+      "jae %l[not_owned]\n\t"
+      "1: andnl %[not_held], %[keep], %%ecx\n\t" /* ecx = the key's bits in *not_held */
+      "jnz %l[not_owned]\n\t"
       ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
-      "orl %[field], %%eax\n\t"
-      "orl %[field], %%fs:(%[copy])\n\t"
-      "xorl %[flip], %%eax\n\t"
-      "lock xorl %[flip], %%fs:(%[copy])\n\t"
+      "andl %[keep], %%eax\n\t"
+      "andl %[keep], %%fs:(%[copy])\n\t"
+      "orl %[set], %%eax\n\t"
+      "lock orl %[set], %%fs:(%[copy])\n\t"
       "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
-      "testl %[field], %[owned]\n\t"
-      "jz %l[freed_meanwhile]\n\t"
+      "andnl %[not_held], %[keep], %%eax\n\t"
+      "jnz %l[freed_meanwhile]\n\t"
       PKEYS_PKRU_SWITCH_RECORDS_ASM_
-      :
-      : [owned] "m"(*owned_fields), [field] "r"(field), [flip] "r"(flip),
+      : "=&a"(zero)  // early: eax is scratch from the first test on
+      : [limit] "m"(*limit), [key] "r"(key), [not_held] "m"(*not_held), [keep] "r"(keep), [set] "r"(bits),
         [copy] "r"(pkeys_thread_pkru_offset_())
-      : "rax", "rcx", "rdx", "memory", "cc"
+      : "rcx", "rdx", "memory", "cc"
       : not_owned, freed_meanwhile);
-  return OwnedSwitch::done;
+  return {OwnedSwitch::done, zero};
 freed_meanwhile:
-  return OwnedSwitch::freed_meanwhile;  // the caller calls register_take_back_rights
+  return {OwnedSwitch::freed_meanwhile, -1};  // the caller calls register_take_back_rights
 not_owned:
-  return OwnedSwitch::not_owned;
+  return {OwnedSwitch::not_owned, -1};
 }
 
 [[gnu::always_inline]] inline unsigned register_get_rights(int key) noexcept {
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
+}
+
+// register_get_rights, for a key below `*limit` whose bits are clear in
+// `*not_held` (as register_set_bits_if_owned), else what `otherwise()`
+// returns (called from the branch itself, so that the hot path merges with
+// no other path and tests nothing twice). One BEXTR takes the
+// key's bits of the word (0 when held, which is the ECX that RDPKRU needs),
+// one more the key's rights from PKRU, with the same control word.
+template <class Otherwise>
+[[gnu::always_inline]] inline int register_get_rights_if_owned(int key, const std::uint32_t* limit,
+                                                            const std::uint32_t* not_held,
+                                                            Otherwise otherwise) noexcept {
+  int rights;
+  std::uint32_t control;  // BEXTR's: 2 bits from bit 2 * key
+  __asm__ goto(
+      "cmpl %[limit], %[key]\n\t"
+      "jae %l[not_owned]\n\t"
+      "leal 0x200(,%q[key],2), %[control]\n\t"
+      "bextrl %[control], %[not_held], %%ecx\n\t"
+      "jnz %l[not_owned]\n\t"
+      ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
+      "bextrl %[control], %%eax, %%eax\n\t"
+      : "=&a"(rights), [control] "=&r"(control)
+      : [limit] "m"(*limit), [key] "r"(key), [not_held] "m"(*not_held)
+      : "rcx", "rdx", "cc"
+      : not_owned);
+  return rights;
+not_owned:
+  return otherwise();
 }
 
 

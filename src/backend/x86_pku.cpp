@@ -7,6 +7,7 @@
 #include <mutex>
 #include <new>
 
+#include "arch/x86_64/cpu_features.hpp"
 #include "arch/x86_64/pkru_switches.hpp"
 #include "arch/x86_64/signal_frame.hpp"
 #include "arch/x86_64/syscall.hpp"
@@ -42,7 +43,9 @@ int reset_in_other_threads(int key) noexcept {
 
 }  // namespace
 
-X86PkuBackend::X86PkuBackend() noexcept { arch::init_signal_frame_layout(); }
+X86PkuBackend::X86PkuBackend() noexcept : bmi1_(arch::read_cpu_features().bmi1) {
+  arch::init_signal_frame_layout();
+}
 
 bool X86PkuBackend::kernel_supports_pkeys() noexcept {
   // Access disabled, the default: the number keeps no right once freed.

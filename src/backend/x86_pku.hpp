@@ -36,6 +36,7 @@ class X86PkuBackend final : public Backend {
   int set_rights(int key, unsigned rights) noexcept override;
   unsigned get_rights(int key) const noexcept override;
   bool rights_in_register() const noexcept override { return true; }
+  bool owned_switch_inline() const noexcept override { return bmi1_; }
   int set_rights_in(pid_t tid, int key, unsigned rights, std::vector<pid_t>* missed,
                     KeyCheck still_valid) noexcept override;
   bool reclaim_keys() noexcept override;
@@ -50,7 +51,8 @@ class X86PkuBackend final : public Backend {
   static bool kernel_supports_pkeys() noexcept;
 
  private:
-  std::atomic<std::uint32_t> quarantine_{0};  // bit k: number k awaits its reset (no allocation)
+  std::atomic<std::uint32_t> quarantine_{0};
+  bool bmi1_;  // the CPU has ANDN  // bit k: number k awaits its reset (no allocation)
 };
 
 static_assert(KeyHardware<X86PkuBackend>);

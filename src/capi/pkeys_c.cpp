@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -64,10 +65,10 @@ int call_vkeys(F&& f, int without = -EINVAL) noexcept {
   return -1;
 }
 
-// The same, given the rights as the fast path's flip, (rights ^ 3) << shift
-// (it keeps neither the rights nor the shift alive across its switch).
-[[gnu::noinline, gnu::cold]] int checked_set_flip(int pkey, std::uint32_t flip) noexcept {
-  return checked_set(pkey, (flip >> PKEYS_PKRU_SHIFT(pkey)) ^ 3u);
+// The same, given the rights in the key's place (pkey_set's fast path keeps
+// neither the rights nor the shift alive across its switch).
+[[gnu::noinline, gnu::cold]] int checked_set_bits(int pkey, std::uint32_t bits) noexcept {
+  return checked_set(pkey, std::rotr(bits, static_cast<int>(PKEYS_PKRU_SHIFT(pkey))));
 }
 
 [[gnu::noinline, gnu::cold]] int checked_get(int pkey) noexcept {
@@ -145,25 +146,27 @@ int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
 // Everything else, failures included, takes the checked path.
 // (The checked paths are out of line, so that the hot one saves no
 // registers.)
+// The key's range is checked by the switch (a limit that is 0 where it
+// may not run), its rights here.
 int pkey_set(int pkey, unsigned int access_rights) __THROW {
-  if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && pkeys::core::valid_rights(access_rights)) [[likely]] {
+  if (pkeys::core::valid_rights(access_rights)) [[likely]] {
     using pkeys::backend::OwnedSwitch;
-    const std::uint32_t flip = (access_rights ^ 3u) << PKEYS_PKRU_SHIFT(pkey);
-    const OwnedSwitch r = pkeys::backend::register_set_flip_if_owned(
-        pkey, flip, pkeys::core::g_key_table.register_key_fields_word());
-    if (r == OwnedSwitch::done) [[likely]]
-      return 0;
-    if (r == OwnedSwitch::freed_meanwhile) return freed_during_set(pkey);
-    return checked_set_flip(pkey, flip);
+    const std::uint32_t bits = pkeys::backend::register_rights_bits(pkey, access_rights);
+    const auto r = pkeys::backend::register_set_bits_if_owned(
+        pkey, bits, pkeys::core::g_key_table.owned_switch_limit_word(),
+        pkeys::core::g_key_table.register_fields_not_held_word());
+    if (r.what == OwnedSwitch::done) [[likely]]
+      return r.zero;  // the switch's own 0: no instruction to make one
+    if (r.what == OwnedSwitch::freed_meanwhile) return freed_during_set(pkey);
+    return checked_set_bits(pkey, bits);
   }
   return checked_set(pkey, access_rights);
 }
 
 int pkey_get(int pkey) __THROW {
-  if (static_cast<unsigned>(pkey) < pkeys::backend::kRegisterKeys && ((pkeys::core::g_key_table.register_keys() >> pkey) & 1u) != 0)
-      [[likely]]
-    return static_cast<int>(pkeys::backend::register_get_rights(pkey));
-  return checked_get(pkey);
+  return pkeys::backend::register_get_rights_if_owned(
+      pkey, pkeys::core::g_key_table.owned_switch_limit_word(),
+      pkeys::core::g_key_table.register_fields_not_held_word(), [pkey] { return checked_get(pkey); });
 }
 
 int pkey_query(int pkey) __THROW {

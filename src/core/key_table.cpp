@@ -79,19 +79,16 @@ void KeyTable::publish_locked(int key) noexcept {
   stamps_[key].store(now, std::memory_order_release);
   allocations_.store(now, std::memory_order_release);
   allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
-  if (register_rights_ && key > 0 && key < 32) {
-    if (key < 16) register_key_fields_.fetch_or(std::uint32_t{3} << (2 * key), std::memory_order_acq_rel);
-    register_keys_.fetch_or(std::uint32_t{1} << key, std::memory_order_acq_rel);
-  }
+  if (register_rights_ && key > 0 && key < 16)
+    register_fields_not_held_.fetch_and(~(std::uint32_t{3} << (2 * key)), std::memory_order_acq_rel);
 }
 
 void KeyTable::unpublish_locked(int key) noexcept {
-  // Allocated first: a pkey_set that finds the register bit gone falls back
+  // Allocated first: a pkey_set that finds the register bits set falls back
   // to the checked path, which must then find the key gone too (its switch
   // has no test of its own).
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
-  if (key < 16) register_key_fields_.fetch_and(~(std::uint32_t{3} << (2 * key)), std::memory_order_acq_rel);
-  if (key < 32) register_keys_.fetch_and(~(std::uint32_t{1} << key), std::memory_order_acq_rel);
+  if (key < 16) register_fields_not_held_.fetch_or(std::uint32_t{3} << (2 * key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
 }
 

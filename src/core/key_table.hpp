@@ -73,21 +73,31 @@ class KeyTable {
   // Whether rights live in a per-thread register, changed without a lock.
   bool per_thread_rights() const noexcept { return per_thread_rights_.load(std::memory_order_relaxed); }
   void set_per_thread_rights(bool on) noexcept { per_thread_rights_.store(on, std::memory_order_relaxed); }
-  // Bit k: key k (1..31) is the program's and its rights are the calling
-  // thread's rights register, switched inline with no lock (the C ABI's
-  // hot path: backend/register_rights.hpp). Always 0 unless the backend
-  // keeps rights in such a register (set_register_rights).
-  std::uint32_t register_keys() const noexcept { return register_keys_.load(std::memory_order_acquire); }
-  // The same keys as register_keys(), each as its two bits in the register
-  // (3 << 2k, keys 1..15), for a switch that tests the key's field inside
-  // its restartable block (backend::register_set_flip_if_owned; a plain
-  // x86 load is acquire).
-  const std::uint32_t* register_key_fields_word() const noexcept {
-    static_assert(sizeof(register_key_fields_) == sizeof(std::uint32_t) &&
+  // The keys whose rights are the calling thread's rights register,
+  // switched inline with no lock (the C ABI's hot path:
+  // backend/register_rights.hpp), each as its two bits in the register
+  // (3 << 2k): clear where key k (1..15) is the program's, set elsewhere.
+  // All set unless the backend keeps rights in such a register
+  // (set_register_rights). The inline switch tests the key's bits inside its
+  // restartable block (a plain x86 load is acquire).
+  const std::uint32_t* register_fields_not_held_word() const noexcept {
+    static_assert(sizeof(register_fields_not_held_) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free);
-    return reinterpret_cast<const std::uint32_t*>(&register_key_fields_);
+    return reinterpret_cast<const std::uint32_t*>(&register_fields_not_held_);
   }
-  void set_register_rights(bool on) noexcept { register_rights_ = on; }
+  // Keys below this number may take pkey_set's inline owned switch: 16 on
+  // a backend with rights in the register whose CPU runs that switch
+  // (set_register_rights), else 0. Compared by the switch itself.
+  const std::uint32_t* owned_switch_limit_word() const noexcept {
+    static_assert(sizeof(owned_switch_limit_) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free);
+    return reinterpret_cast<const std::uint32_t*>(&owned_switch_limit_);
+  }
+  // Set once, before any key is published.
+  void set_register_rights(bool on, bool owned_switch_inline) noexcept {
+    register_rights_ = on;
+    owned_switch_limit_.store(on && owned_switch_inline ? 16u : 0u, std::memory_order_release);
+  }
 
   // --- under the address space's lock -----------------------------------
   // Allocating is two steps, so that giving every thread the rights
@@ -126,8 +136,8 @@ class KeyTable {
   std::atomic<std::uint32_t> stamps_[kKeyLimit] = {};  // allocations() when key k was last allocated
   std::atomic<std::uint64_t> quarantined_{0};
   std::atomic<bool> per_thread_rights_{false};
-  std::atomic<std::uint32_t> register_keys_{0};
-  std::atomic<std::uint32_t> register_key_fields_{0};
+  std::atomic<std::uint32_t> register_fields_not_held_{~0u};
+  std::atomic<std::uint32_t> owned_switch_limit_{0};
   bool register_rights_ = false;  // set once, before any key is published
   char labels_[kKeyLimit][kLabelSize] = {};
   int execute_only_key_ = -1;

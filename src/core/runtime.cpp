@@ -28,7 +28,7 @@ Runtime::Runtime(std::unique_ptr<backend::Backend> backend, std::string reason)
     : backend_(std::move(backend)), reason_(std::move(reason)), space_(backend_.get()) {
   if (!backend_) return;
   keys_.set_per_thread_rights((backend_->capabilities() & backend::kPerThreadRights) != 0);
-  keys_.set_register_rights(backend_->rights_in_register());
+  keys_.set_register_rights(backend_->rights_in_register(), backend_->owned_switch_inline());
   vkeys_.emplace(*backend_, space_);
   space_.attach_vkeys(*vkeys_);
   backend_->attach(space_);
