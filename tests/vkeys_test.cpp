@@ -326,6 +326,47 @@ TEST(VKeys, CacheLimitRefusedWithEbusyChangesNothing) {
   }
 }
 
+// The figures pkeys_vkey_get_stats gives, and the recency order: a vkey
+// used since the last miss is not the one the next miss evicts.
+TEST(VKeys, HitsMissesAndRecency) {
+  REQUIRE_CACHE();
+  { CacheLimit empty(0); }  // fresh slots, filled in order
+  CacheLimit limit(2);
+  VKeyPage a, b, c;
+  auto open_close = [](int v) {
+    EXPECT_EQ(pkeys_vkey_begin(v, 0), 0) << errno_str();
+    EXPECT_EQ(pkeys_vkey_end(v), 0) << errno_str();
+  };
+  const pkeys_vkey_stats s0 = stats();
+  open_close(a.v);
+  open_close(b.v);
+  const pkeys_vkey_stats s1 = stats();
+  EXPECT_EQ(s1.misses - s0.misses, 2u);
+  EXPECT_EQ(s1.hits, s0.hits);
+  EXPECT_EQ(s1.cached, 2u);
+  for (int i = 0; i < 3; ++i) open_close(a.v);
+  ASSERT_EQ(pkeys_vkey_begin(a.v, PKEY_DISABLE_WRITE), 0) << errno_str();  // nested: two pins
+  ASSERT_EQ(pkeys_vkey_begin(a.v, 0), 0) << errno_str();
+  EXPECT_EQ(stats().pinned, 1u);
+  ASSERT_EQ(pkeys_vkey_end(a.v), 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_end(a.v), 0) << errno_str();
+  const pkeys_vkey_stats s2 = stats();
+  EXPECT_EQ(s2.hits - s1.hits, 5u);
+  EXPECT_EQ(s2.misses, s1.misses);
+  EXPECT_EQ(s2.pinned, 0u);
+  open_close(c.v);  // a miss: b, unused since the last miss, goes
+  const pkeys_vkey_stats s3 = stats();
+  EXPECT_EQ(s3.misses - s2.misses, 1u);
+  EXPECT_EQ(s3.evictions - s2.evictions, 1u);
+  EXPECT_EQ(s3.hits, s2.hits) << "an eviction loses no hit";
+  open_close(a.v);
+  const pkeys_vkey_stats s4 = stats();
+  EXPECT_EQ(s4.hits - s3.hits, 1u) << "a, used since the last miss, stayed cached";
+  EXPECT_EQ(s4.misses, s3.misses);
+  open_close(b.v);
+  EXPECT_EQ(stats().misses - s4.misses, 1u) << "b was the one evicted";
+}
+
 namespace {
 
 // Ends a vkey from a thread_local destructor: those run before pkeys

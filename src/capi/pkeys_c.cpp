@@ -272,14 +272,13 @@ int pkeys_vkey_mprotect(void* addr, size_t len, int prot, int vkey) __THROW {
 // A cached vkey (x86-pku) opens and closes inline (VKeys::begin_fast and
 // end_fast); anything else, failures included, takes the checked path.
 int pkeys_vkey_begin(int vkey, unsigned int access_rights) __THROW {
-  if (pkeys::core::VKeys* v = Runtime::vkeys_if_constructed(); v && v->begin_fast(vkey, access_rights) == 0)
-      [[likely]]
+  if (pkeys::core::VKeys::begin_fast(vkey, access_rights) == 0) [[likely]]
     return 0;
   return checked_vkey_begin(vkey, access_rights);
 }
 
 int pkeys_vkey_end(int vkey) __THROW {
-  if (pkeys::core::VKeys* v = Runtime::vkeys_if_constructed(); v && v->end_fast(vkey) == 0) [[likely]]
+  if (pkeys::core::VKeys::end_fast(vkey) == 0) [[likely]]
     return 0;
   return checked_vkey_end(vkey);
 }

@@ -22,7 +22,6 @@
 namespace pkeys::core {
 
 constinit std::atomic<Runtime*> Runtime::constructed_{nullptr};
-constinit std::atomic<VKeys*> Runtime::vkeys_ready_{nullptr};
 
 Runtime::Runtime(std::unique_ptr<backend::Backend> backend, std::string reason)
     : backend_(std::move(backend)), reason_(std::move(reason)), space_(backend_.get()) {
@@ -65,7 +64,6 @@ Runtime* Runtime::create() {
   if (!memory) throw std::bad_alloc();
   auto* r = new (memory) Runtime(std::move(s.backend), std::move(s.reason));
   ::pthread_atfork(prepare_fork, after_fork, after_fork_in_child);
-  vkeys_ready_.store(r->vkeys(), std::memory_order_release);
   constructed_.store(r, std::memory_order_release);
   return r;
 }

@@ -37,9 +37,6 @@ class [[gnu::visibility("hidden")]] Runtime {
   // The Runtime if it exists, else null; never constructs, allocates or
   // locks: for signal handlers.
   static Runtime* if_constructed() noexcept { return constructed_.load(std::memory_order_acquire); }
-  // Its vkeys, if it exists and has a backend, else null; never constructs
-  // (the C ABI's vkey hot path: one load).
-  static VKeys* vkeys_if_constructed() noexcept { return vkeys_ready_.load(std::memory_order_acquire); }
 
   const char* backend_name() const noexcept { return backend_ ? backend_->name() : "none"; }
   const std::string& backend_reason() const noexcept { return reason_; }
@@ -135,7 +132,6 @@ class [[gnu::visibility("hidden")]] Runtime {
   bool quarantined_key_in_use_locked(int key);
 
   static constinit std::atomic<Runtime*> constructed_;
-  static constinit std::atomic<VKeys*> vkeys_ready_;
   std::unique_ptr<backend::Backend> backend_;
   std::string reason_;
   static constexpr KeyTable& keys_ = g_key_table;

@@ -26,14 +26,11 @@ int default_capacity(int max_keys) {
 VKeyCache::VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept
     : backend_(backend), space_(space), table_(table), capacity_(default_capacity(backend.max_keys())) {}
 
-int VKeyCache::pin(int vkey, VKeyRecord& v, int* hw_key) {
+int VKeyCache::pin(int vkey, VKeyRecord& v) {
   std::lock_guard lock(space_);
   for (;;) {
     if (!table_.find(vkey)) return -EINVAL;
-    if (try_pin(v, hw_key)) {  // loaded by another thread meanwhile
-      hits_[0].n.fetch_add(1, std::memory_order_relaxed);
-      return 0;
-    }
+    if (try_pin(v)) return 0;  // loaded by another thread meanwhile: a hit
     int slot = -1;
     for (int i = 0; i < slot_count_ && slot < 0; ++i)
       if (slots_[static_cast<std::size_t>(i)].hw_key >= 0 && slots_[static_cast<std::size_t>(i)].vkey == 0) slot = i;
@@ -58,14 +55,28 @@ int VKeyCache::pin(int vkey, VKeyRecord& v, int* hw_key) {
       if (slot < 0) return slot;
     }
     if (int r = load_locked(vkey, v, slot); r < 0) return r;
-    misses_.fetch_add(1, std::memory_order_relaxed);
-    clock_.fetch_add(1, std::memory_order_relaxed);
-    *hw_key = slots_[static_cast<std::size_t>(slot)].hw_key;
+    ++misses_;
+    slots_[static_cast<std::size_t>(slot)].last_use = ++clock_;
     return 0;
   }
 }
 
+void VKeyCache::observe_uses_locked() noexcept {
+  for (int i = 0; i < slot_count_; ++i) {
+    Slot& sl = slots_[static_cast<std::size_t>(i)];
+    if (sl.vkey == 0) continue;
+    const VKeyRecord* v = table_.find(sl.vkey);
+    if (!v) continue;
+    const std::uint32_t uses = VKeyRecord::uses_of(v->state.load(std::memory_order_acquire));
+    if (uses == sl.uses_seen) continue;
+    hits_ += static_cast<std::uint32_t>(uses - sl.uses_seen);
+    sl.uses_seen = uses;
+    sl.last_use = clock_;
+  }
+}
+
 int VKeyCache::evict_lru_locked() {
+  observe_uses_locked();
   int victim = -1;
   std::uint64_t oldest = ~0ull;
   for (int i = 0; i < slot_count_; ++i) {
@@ -73,7 +84,7 @@ int VKeyCache::evict_lru_locked() {
     if (vk == 0) continue;
     VKeyRecord* v = table_.find(vk);
     if (!v || v->pinned()) continue;
-    const std::uint64_t used = v->last_use.load(std::memory_order_relaxed);
+    const std::uint64_t used = slots_[static_cast<std::size_t>(i)].last_use;
     if (used <= oldest) {
       oldest = used;
       victim = i;
@@ -95,10 +106,10 @@ bool VKeyCache::claim_locked(int slot) noexcept {
   VKeyRecord* v = table_.find(slots_[static_cast<std::size_t>(slot)].vkey);
   if (!v) return false;
   // Fails if a pin came in since the caller looked, or the slot is claimed
-  // already (claiming it twice would give its key back twice).
+  // already (not pinnable: claiming it twice would give its key back twice).
   std::uint64_t s = v->state.load(std::memory_order_acquire);
-  return (s & (VKeyRecord::kPinMask | VKeyRecord::kBusy)) == 0 &&
-         v->state.compare_exchange_strong(s, s | VKeyRecord::kBusy, std::memory_order_acq_rel);
+  return (s & VKeyRecord::kPinMask) == 0 && VKeyRecord::pinnable(s) &&
+         v->state.compare_exchange_strong(s, s & ~VKeyRecord::kPinnable, std::memory_order_acq_rel);
 }
 
 void VKeyCache::evict_claimed_locked(int slot) noexcept {
@@ -108,8 +119,12 @@ void VKeyCache::evict_claimed_locked(int slot) noexcept {
   // Cached, its pages hold their own protections (rights 0) under the key.
   (void)space_.enforce_locked(Tag::vkey(sl.vkey), v->base, 0);
   sl.vkey = 0;
-  v->state.store(VKeyRecord::kLive, std::memory_order_release);  // no pin can come in while busy
-  evictions_.fetch_add(1, std::memory_order_relaxed);
+  // Claimed, not pinnable: its state (pins 0, its uses) stays as it is.
+  const std::uint64_t s = v->state.load(std::memory_order_acquire);
+  hits_ += unseen_uses(slot, s);
+  v->slot = -1;
+  v->state.store(VKeyRecord::kLive, std::memory_order_release);
+  ++evictions_;
 }
 
 bool VKeyCache::claim_idle_locked(int n, int* out) noexcept {
@@ -124,15 +139,15 @@ bool VKeyCache::claim_idle_locked(int n, int* out) noexcept {
   // again.
   std::uint32_t tried = 0;
   static_assert(std::tuple_size_v<decltype(slots_)> <= 32);
+  observe_uses_locked();
   while (claimed < n) {
     int best = -1;
     std::uint64_t best_use = ~0ull;
     for (int i = 0; i < slot_count_; ++i) {
       const int vk = slots_[static_cast<std::size_t>(i)].vkey;
       if (vk == 0 || (tried >> i & 1u)) continue;
-      const VKeyRecord* v = table_.find(vk);
-      if (!v) continue;
-      const std::uint64_t used = v->last_use.load(std::memory_order_relaxed);
+      if (!table_.find(vk)) continue;
+      const std::uint64_t used = slots_[static_cast<std::size_t>(i)].last_use;
       if (best < 0 || used < best_use) {
         best = i;
         best_use = used;
@@ -145,7 +160,7 @@ bool VKeyCache::claim_idle_locked(int n, int* out) noexcept {
   if (claimed == n) return true;
   for (int k = free_slots; k < claimed; ++k)  // undo: they take pins again
     table_.find(slots_[static_cast<std::size_t>(out[k])].vkey)
-        ->state.fetch_and(~VKeyRecord::kBusy, std::memory_order_acq_rel);
+        ->state.fetch_or(VKeyRecord::kPinnable, std::memory_order_acq_rel);
   return false;
 }
 
@@ -183,12 +198,14 @@ int VKeyCache::load_locked(int vkey, VKeyRecord& v, int slot) {
     return error;
   }
   sl.vkey = vkey;
-  // The switch's masks for a lock-free begin, published by the state store.
+  sl.uses_seen = 0;
+  v.slot = slot;
+  // The switch's masks for a lock-free begin, published by the state store
+  // (not pinnable before it: no lock-free pin changed the state meanwhile).
   v.keep = backend::register_keep_mask(sl.hw_key);
   v.access_bit = backend::register_access_bit(sl.hw_key);
-  v.state.store(VKeyRecord::kLive | (static_cast<std::uint64_t>(slot + 1) << VKeyRecord::kSlotShift) |
-                    (static_cast<std::uint64_t>(sl.hw_key) << VKeyRecord::kHwKeyShift) | 1,
-                std::memory_order_release);
+  v.key_bits = ~v.keep;
+  v.state.store(VKeyRecord::kLive | VKeyRecord::kPinnable | 1, std::memory_order_release);
   return 0;
 }
 
@@ -206,17 +223,26 @@ int VKeyCache::vkey_of_hardware_key_locked(int hw_key) const noexcept {
   return -1;
 }
 
+void VKeyCache::drop_locked(int slot, std::uint64_t last_state) noexcept {
+  hits_ += unseen_uses(slot, last_state);
+  slots_[static_cast<std::size_t>(slot)].vkey = 0;
+}
+
 void VKeyCache::stats_locked(VKeyStats& st) const noexcept {
-  for (const Counter& c : hits_) st.hits += c.n.load(std::memory_order_relaxed);
-  st.misses = misses_.load(std::memory_order_relaxed);
-  st.evictions = evictions_.load(std::memory_order_relaxed);
+  st.hits = hits_;
+  st.misses = misses_;
+  st.evictions = evictions_;
   st.capacity = static_cast<unsigned>(capacity_);
   st.hardware_keys = static_cast<unsigned>(held_);
   for (int i = 0; i < slot_count_; ++i) {
     const int vk = slots_[static_cast<std::size_t>(i)].vkey;
     if (vk == 0) continue;
     ++st.cached;
-    if (const VKeyRecord* v = table_.find(vk); v && v->pinned()) ++st.pinned;
+    const VKeyRecord* v = table_.find(vk);
+    if (!v) continue;
+    const std::uint64_t s = v->state.load(std::memory_order_acquire);
+    st.hits += unseen_uses(i, s);
+    if (s & VKeyRecord::kPinMask) ++st.pinned;
   }
 }
 

@@ -34,41 +34,28 @@ class VKeyCache {
  public:
   VKeyCache(backend::Backend& backend, AddressSpace& space, const VKeyTable& table) noexcept;
 
-  // Lock-free: pins `v` if it holds a slot (a hit), giving its hardware
-  // key. False otherwise. The caller counts the hit.
-  bool try_pin(VKeyRecord& v, int* hw_key) noexcept {
+  // Lock-free: pins `v` if it is pinnable (a hit, counted in its uses).
+  // False otherwise.
+  static bool try_pin(VKeyRecord& v) noexcept {
     std::uint64_t s = v.state.load(std::memory_order_acquire);
     while (VKeyRecord::pinnable(s))
-      if (v.state.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) {
-        *hw_key = VKeyRecord::hw_key_of(s);
-        return true;
-      }
+      if (v.state.compare_exchange_weak(s, s + VKeyRecord::kPinAndUse, std::memory_order_acq_rel)) return true;
     return false;
   }
   // Takes the lock: pins `v`, loading it into a free or evicted slot.
   // -EINVAL (destroyed meanwhile), -EBUSY (every slot pinned), or the
   // backend's error.
-  int pin(int vkey, VKeyRecord& v, int* hw_key);
+  int pin(int vkey, VKeyRecord& v);
   static void unpin(VKeyRecord& v) noexcept { v.state.fetch_sub(1, std::memory_order_release); }
-  // The hardware key of a slot some thread has pinned. Lock-free.
+  // The hardware key of a slot. Under the lock.
   int hardware_key(int slot) const noexcept { return slots_[static_cast<std::size_t>(slot)].hw_key; }
-  // Recency for eviction: the number of misses so far, so that a vkey used
-  // since the last miss is never evicted before one that was not. Two
-  // plain memory operations, no shared write.
-  void touch(VKeyRecord& v) const noexcept {
-    v.last_use.store(clock_.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  }
-  // The hit counter a new thread counts its hits in (a shard of its own,
-  // so begin stays free of shared read-modify-writes where threads are few).
-  std::atomic<std::uint64_t>* hit_counter_for_thread() noexcept {
-    return &hits_[next_shard_.fetch_add(1, std::memory_order_relaxed) % hits_.size()].n;
-  }
 
   // --- under the lock ----------------------------------------------------
   // Evicts the vkey in `slot`: -EAGAIN when a thread pinned it meanwhile.
   int evict_locked(int slot);
-  // The vkey in `slot` was destroyed: the slot is free.
-  void drop_locked(int slot) noexcept { slots_[static_cast<std::size_t>(slot)].vkey = 0; }
+  // The vkey in `slot` was destroyed, its state last `last_state`: the
+  // slot is free.
+  void drop_locked(int slot, std::uint64_t last_state) noexcept;
   // Gives a cached hardware key back to the backend: a free slot's, else
   // the least recently used idle vkey's (evicted first). False when every
   // key the cache holds is pinned, or it holds none.
@@ -86,9 +73,25 @@ class VKeyCache {
     int hw_key = -1;    // -1: holds no key (given back)
     int vkey = 0;       // 0: free
     int baseline = -1;  // rights every thread outside begin holds; -1 unknown
+    // Recency: the vkey's uses when the cache last looked, and the miss
+    // count (clock_) when it last saw them change.
+    std::uint32_t uses_seen = 0;
+    std::uint64_t last_use = 0;
   };
+  // Recency for eviction, from the uses the begins counted: a vkey used
+  // since the cache last looked (at the last miss, or any other choice of
+  // a victim) is stamped with the miss count now, so that a vkey used since
+  // the last miss is never evicted before one that was not. The uses seen
+  // go to the hit count. (A vkey used exactly a multiple of 2^32 times
+  // between two looks would look unused: its uses wrap.)
+  void observe_uses_locked() noexcept;
+  // The uses of the vkey in `slot` not yet counted as hits, given its state.
+  std::uint32_t unseen_uses(int slot, std::uint64_t state) const noexcept {
+    return VKeyRecord::uses_of(state) - slots_[static_cast<std::size_t>(slot)].uses_seen;
+  }
   int evict_lru_locked();  // the freed slot, or -errno
-  // Stops new pins on the vkey in `slot` (kBusy): false when it is pinned.
+  // Stops new pins on the vkey in `slot` (clears kPinnable): false when it
+  // is pinned or claimed already.
   bool claim_locked(int slot) noexcept;
   // Evicts the claimed vkey in `slot`.
   void evict_claimed_locked(int slot) noexcept;
@@ -99,8 +102,7 @@ class VKeyCache {
   // Gives the key of a free or claimed slot back to the backend.
   void release_slot_locked(int slot) noexcept;
   int load_locked(int vkey, VKeyRecord& v, int slot);
-  std::atomic<std::size_t> next_shard_{0};
-  std::atomic<std::uint64_t> clock_{0};  // misses, under the lock; read lock-free
+  std::uint64_t clock_ = 0;  // misses; under the lock
 
   backend::Backend& backend_;
   AddressSpace& space_;
@@ -110,11 +112,9 @@ class VKeyCache {
   int held_ = 0;        // hardware keys held
   int capacity_;
   std::atomic<std::uint64_t> hw_mask_{0};
-  struct alignas(64) Counter {
-    std::atomic<std::uint64_t> n{0};
-  };
-  std::array<Counter, 32> hits_{};  // sharded by thread
-  std::atomic<std::uint64_t> misses_{0}, evictions_{0};
+  // Hits: uses seen by observe_uses_locked or at an eviction or destroy;
+  // stats add those not seen yet. Under the lock, like the others.
+  std::uint64_t hits_ = 0, misses_ = 0, evictions_ = 0;
 };
 
 }  // namespace pkeys::core

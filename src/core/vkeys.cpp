@@ -14,11 +14,17 @@ namespace pkeys::core {
 namespace vkeys_detail {
 // Trivially destructible: still there when the exit hook below runs.
 constinit thread_local OpenStack t_open __attribute__((tls_model("initial-exec")));
+constinit thread_local OpenTop t_open_top __attribute__((tls_model("initial-exec")));
+constinit OpenVKey g_no_open_vkey{0, OpenVKey::kNotCached, nullptr, 0, 0};
 }  // namespace vkeys_detail
 
 using vkeys_detail::OpenStack;
+using vkeys_detail::OpenTop;
 using vkeys_detail::OpenVKey;
+using vkeys_detail::open_count;
+using vkeys_detail::restore_cached;
 using vkeys_detail::t_open;
+using vkeys_detail::t_open_top;
 
 namespace {
 
@@ -36,22 +42,24 @@ void close_at_thread_exit(void* round) noexcept {
     ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(2));
     return;
   }
-  OpenStack& open = t_open;
   try {
-    while (open.n > 0) g_vkeys->end(open.entries[open.n].vkey);
+    while (open_count() > 0) g_vkeys->end(static_cast<int>(t_open_top.top->vkey));
   } catch (...) {  // the lock failed: nothing better to do as the thread dies
   }
-  open.limit = 0;  // a begin from a later destructor sets this up again
+  t_open_top.limit = nullptr;  // a begin from a later destructor sets this up again
 }
 
 }  // namespace
 
 int VKeys::first_begin_in_thread() noexcept {
-  OpenStack& open = t_open;
-  if (open.limit != 0) return -EMFILE;  // set up: the stack is full
+  OpenTop& open = t_open_top;
+  if (open.limit) return -EMFILE;  // set up: the stack is full
   if (g_have_exit_key && ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(1)) != 0) return -ENOMEM;
-  if (cache_ && !open.hits) open.hits = cache_->hit_counter_for_thread();
-  open.limit = kMaxNesting;
+  if (open.top == &vkeys_detail::g_no_open_vkey) {
+    t_open.entries[0] = OpenVKey{0, OpenVKey::kNotCached, nullptr, 0, 0};
+    open.top = &t_open.entries[0];
+  }
+  open.limit = &t_open.entries[kMaxNesting];
   return 0;
 }
 
@@ -76,17 +84,19 @@ int VKeys::destroy(int vkey) {
   if (!v) return -EINVAL;
   if (v->pinned() || !v->opens.empty()) return -EBUSY;
   if (space_.tag_in_use_locked(Tag::vkey(vkey))) return -EBUSY;
-  const int slot = v->slot();
+  const int slot = v->slot;
+  std::uint64_t last_state;
   // May throw, before any change: then the slot stays the vkey's.
-  if (int r = table_.destroy_locked(vkey, *v); r < 0) return r;
-  if (cache_ && slot >= 0) cache_->drop_locked(slot);
+  if (int r = table_.destroy_locked(vkey, *v, &last_state); r < 0) return r;
+  v->slot = -1;
+  if (cache_ && slot >= 0) cache_->drop_locked(slot, last_state);
   return 0;
 }
 
 int VKeys::protect_piece_locked(int vkey, std::uintptr_t start, std::size_t len, int prot) noexcept {
   const VKeyRecord* v = table_.find(vkey);
   if (!v) return -EINVAL;
-  if (const int slot = v->slot(); slot >= 0) return backend_.protect(start, len, prot, cache_->hardware_key(slot));
+  if (const int slot = v->slot; slot >= 0) return backend_.protect(start, len, prot, cache_->hardware_key(slot));
   return backend_.protect(start, len, os::enforced_prot(prot, VKeyEmulation::current_rights(*v)), 0);
 }
 
@@ -111,78 +121,78 @@ int VKeys::begin_slow(int vkey, unsigned rights) {
   if (!valid_rights(rights)) return -EINVAL;
   VKeyRecord* v = table_.find(vkey);
   if (!v) return -EINVAL;
-  OpenStack& open = t_open;
-  if (open.n >= open.limit)
+  OpenTop& open = t_open_top;
+  if (reinterpret_cast<std::uintptr_t>(open.top) >= reinterpret_cast<std::uintptr_t>(open.limit))
     if (int r = first_begin_in_thread(); r < 0) return r;
   if (!cache_) {
     std::lock_guard lock(space_);
     if (!table_.find(vkey)) return -EINVAL;
     std::uint64_t sequence;
     if (int r = emulation_.open_locked(vkey, *v, rights, &sequence); r < 0) return r;
-    open.entries[open.n + 1] = OpenVKey{v, vkey, 0, 0, sequence};
-    ++open.n;
+    open.top[1] = OpenVKey{static_cast<std::uint32_t>(vkey), OpenVKey::kNotCached, v, 0, sequence};
+    ++open.top;
     return 0;
   }
-  int hw;
-  if (cache_->try_pin(*v, &hw))
-    open.hits->fetch_add(1, std::memory_order_relaxed);
-  else if (int r = cache_->pin(vkey, *v, &hw); r < 0)
-    return r;
+  if (!VKeyCache::try_pin(*v))
+    if (int r = cache_->pin(vkey, *v); r < 0) return r;
   // Pinned: the slot's hardware key cannot change until end.
-  push_cached(open, open.n, v, vkey, hw, rights);
+  open.top[1].set_cached_tag(static_cast<std::uint32_t>(vkey));
+  push_cached(open, open.top, v, rights);
   return 0;
 }
 
 int VKeys::end_slow(int vkey) {
   OpenStack& open = t_open;
-  int i = open.n;
-  while (i > 0 && open.entries[i].vkey != vkey) --i;
+  const int n = open_count();
+  int i = n;
+  while (i > 0 && open.entries[i].vkey != static_cast<std::uint32_t>(vkey)) --i;
   if (i == 0) return -EINVAL;  // not open in this thread
   const OpenVKey e = open.entries[i];
-  for (int j = i; j < open.n; ++j) open.entries[j] = open.entries[j + 1];
-  --open.n;
-  if (e.keep == 0) {  // the emulation's
+  for (int j = i; j < n; ++j) open.entries[j] = open.entries[j + 1];
+  --t_open_top.top;
+  if (!e.cached()) {  // the emulation's
     std::lock_guard lock(space_);
     return emulation_.close_locked(vkey, *e.record, e.sequence);
   }
-  backend::register_restore(e.keep, e.saved);
+  restore_cached(e);
   VKeyCache::unpin(*e.record);
   return 0;
 }
 
 void VKeys::close_above(int depth) noexcept {
-  OpenStack& open = t_open;
+  OpenTop& open = t_open_top;
   if (depth < 0) depth = 0;
-  while (open.n > depth) {
-    const OpenVKey e = open.entries[open.n];
-    if (e.keep != 0) {
-      --open.n;
-      backend::register_restore(e.keep, e.saved);
+  while (open_count() > depth) {
+    const OpenVKey e = *open.top;
+    if (e.cached()) {
+      --open.top;
+      restore_cached(e);
       VKeyCache::unpin(*e.record);
       continue;
     }
     // The emulation's: its close needs the lock, which the code the jump
     // leaves (or a thread pkeys waits for) may hold.
     if (!space_.lock_from_signal_handler()) return;
-    --open.n;
-    (void)emulation_.close_locked(e.vkey, *e.record, e.sequence);
+    --open.top;
+    (void)emulation_.close_locked(static_cast<int>(e.vkey), *e.record, e.sequence);
     space_.unlock();
   }
 }
 
 void VKeys::after_fork_in_child_locked() noexcept {
   const OpenStack& open = t_open;
+  const int n = open_count();
   table_.for_each_live_locked([&](int vkey, VKeyRecord& v) {
     std::uint64_t own_pins = 0;
-    for (int i = 1; i <= open.n; ++i)
-      if (open.entries[i].record == &v && open.entries[i].keep != 0) ++own_pins;
+    for (int i = 1; i <= n; ++i)
+      if (open.entries[i].record == &v && open.entries[i].cached()) ++own_pins;
     v.state.store((v.state.load(std::memory_order_relaxed) & ~VKeyRecord::kPinMask) | own_pins,
                   std::memory_order_release);
     if (v.opens.empty()) return;
     const unsigned before = VKeyEmulation::current_rights(v);
     std::erase_if(v.opens, [&](const auto& o) {
-      for (int i = 1; i <= open.n; ++i)
-        if (open.entries[i].record == &v && open.entries[i].keep == 0 && open.entries[i].sequence == o.first)
+      for (int i = 1; i <= n; ++i)
+        if (open.entries[i].record == &v && !open.entries[i].cached() && open.entries[i].sequence == o.first)
           return false;
       return true;  // another thread's, gone with it
     });
@@ -201,7 +211,7 @@ int VKeys::set(int vkey, unsigned rights) {
   v->base = rights;
   // A cached vkey is evicted: its threads' register bits hold the old base,
   // while an evicted vkey's pages take the new one at once.
-  if (const int slot = v->slot(); slot >= 0) {
+  if (const int slot = v->slot; slot >= 0) {
     if (int r = cache_->evict_locked(slot); r < 0) {
       v->base = old;
       return r == -EAGAIN ? -EBUSY : r;

@@ -28,6 +28,7 @@
 #include <signal.h>
 
 #include <cstddef>
+#include <cstring>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -46,28 +47,67 @@ namespace vkeys_detail {
 
 // A vkey the calling thread has open.
 struct OpenVKey {
-  VKeyRecord* record;
-  int vkey;
-  // Cached vkey: the register bits its hardware key leaves alone, and that
-  // key's bits before begin. 0: the emulation's entry (or the sentinel).
-  std::uint32_t keep;
-  std::uint32_t saved;
-  std::uint64_t sequence;  // emulation: this begin's entry in VKeyRecord::opens
+  static constexpr std::uint32_t kNotCached = 1u << 31;
+  // The tag, two halves of one 64-bit word (tag()), which end compares with
+  // its zero-extended vkey at once: the vkey, and `not_cached`, 0 in a
+  // cached vkey's entry, kNotCached in the emulation's entries and the
+  // sentinels, which no end matches.
+  std::uint32_t vkey = 0;
+  std::uint32_t not_cached = 0;
+  VKeyRecord* record = nullptr;
+  // Cached: the register before begin (its hardware key's bits are put
+  // back, record->key_bits).
+  std::uint32_t saved = 0;
+  std::uint64_t sequence = 0;  // emulation: this begin's entry in VKeyRecord::opens
+
+  std::uint64_t tag() const noexcept {
+    std::uint64_t t;
+    std::memcpy(&t, &vkey, sizeof t);
+    return t;
+  }
+  void set_cached_tag(std::uint32_t id) noexcept {  // one store
+    const std::uint64_t t = id;
+    std::memcpy(&vkey, &t, sizeof t);
+  }
+  bool cached() const noexcept { return not_cached == 0; }
 };
+static_assert(offsetof(OpenVKey, not_cached) == offsetof(OpenVKey, vkey) + 4 && sizeof(OpenVKey) == 32);
+
+// The sentinel every thread's top points at before its first begin (never
+// written: begin's limit test fails while it is the top).
+extern constinit OpenVKey g_no_open_vkey [[gnu::visibility("hidden")]];
 
 // The vkeys the calling thread has open: entries[1..n], innermost last;
-// entries[0] is a sentinel that matches no end. Constant-initialised, so
-// that the hot path reaches it without a TLS wrapper call.
+// entries[0] is a sentinel that matches no end, set at the first begin.
 struct OpenStack {
   static constexpr int kMaxNesting = 64;
-  int n = 0;
-  // kMaxNesting once the thread is set to close its vkeys when it exits;
-  // 0 before, so that one compare in begin covers both.
-  int limit = 0;
-  std::atomic<std::uint64_t>* hits = nullptr;  // the cache's counter for this thread
-  OpenVKey entries[kMaxNesting + 1] = {};
+  OpenVKey entries[kMaxNesting + 1];
+};
+// Its top, a pointer the hot paths follow with no index and no TLS
+// address arithmetic. Constant-initialised, so that the hot path reaches
+// both without a TLS wrapper call.
+struct OpenTop {
+  // The innermost entry: &g_no_open_vkey before the thread's first begin,
+  // then t_open.entries[n].
+  OpenVKey* top = &g_no_open_vkey;
+  // &entries[kMaxNesting] once the thread is set to close its vkeys when
+  // it exits; null before, so that one compare in begin covers both.
+  OpenVKey* limit = nullptr;
 };
 extern constinit thread_local OpenStack t_open __attribute__((tls_model("initial-exec")));
+extern constinit thread_local OpenTop t_open_top __attribute__((tls_model("initial-exec")));
+
+// How many vkeys the calling thread has open. Signal-safe.
+inline int open_count() noexcept {
+  const OpenVKey* top = t_open_top.top;
+  return top == &g_no_open_vkey ? 0 : static_cast<int>(top - t_open.entries);
+}
+
+// A cached vkey's entry `e` closes: its hardware key's bits as they were.
+[[gnu::always_inline]] inline void restore_cached(const OpenVKey& e) noexcept {
+  const VKeyRecord& v = *e.record;
+  backend::register_restore(v.keep, e.saved & v.key_bits);
+}
 
 }  // namespace vkeys_detail
 
@@ -88,7 +128,7 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   // `depth` open, innermost first, as their ends would. Signal-safe: a
   // cached vkey closes without a lock; an emulated one (whose rights are
   // process-wide) only if pkeys' lock is free, else it stays open.
-  static int open_depth() noexcept { return vkeys_detail::t_open.n; }
+  static int open_depth() noexcept { return vkeys_detail::open_count(); }
   void close_above(int depth) noexcept;
   // In the child of fork, lock held: only the forking thread exists. The
   // other threads' pins and opens (their begins without an end) are
@@ -97,39 +137,49 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   void after_fork_in_child_locked() noexcept;
 
   // The hot path of begin and end, inline, for the C ABI: a cached vkey
-  // (x86-pku) opened or closed with no lock, no call and no errno. Either
-  // it did the whole call and returns 0, or it changed nothing and returns
+  // (x86-pku) opened or closed with no lock, no call, no errno and no
+  // Runtime (the records are process-wide: vkey_table.hpp). Either it did
+  // the whole call and returns 0, or it changed nothing and returns
   // kSlowPath, and the caller calls begin/end, which check everything and
   // give the result (0 or -errno). Everything not plainly valid takes the
-  // slow path: bad rights or vkey, a vkey not cached, being evicted or
-  // destroyed, the thread's first begin (or its stack full), an end that is
-  // not of the thread's innermost vkey, and every vkey on the emulation
-  // (nothing is ever cached there, so this never switches a register
-  // there). Not async-signal-safe, like begin and end.
+  // slow path: bad rights or vkey, no vkey layer yet, a vkey not pinnable
+  // (not cached, being evicted or destroyed), the thread's first begin (or
+  // its stack full), an end that is not of the thread's innermost cached
+  // vkey, and every vkey on the emulation (nothing is ever cached there,
+  // so this never switches a register there). Not async-signal-safe, like
+  // begin and end.
   static constexpr int kSlowPath = 1;
-  int begin_fast(int vkey, unsigned rights) noexcept {
-    VKeyRecord* v = table_.record_of(vkey);
-    vkeys_detail::OpenStack& open = vkeys_detail::t_open;
-    const int n = open.n;
-    if (!v || !valid_rights(rights) || n >= open.limit) [[unlikely]]
+  static int begin_fast(int vkey, unsigned rights) noexcept {
+    const auto id = static_cast<std::uint32_t>(vkey);
+    if (!valid_rights(rights)) [[unlikely]]
       return kSlowPath;
+    if (!below_vkey_id_limit(id)) [[unlikely]]  // else no record (or no vkey layer yet)
+      return kSlowPath;
+    vkeys_detail::OpenTop& open = vkeys_detail::t_open_top;
+    vkeys_detail::OpenVKey* top = open.top;
+    if (reinterpret_cast<std::uintptr_t>(top) >= reinterpret_cast<std::uintptr_t>(open.limit)) [[unlikely]]
+      return kSlowPath;
+    // The entry above the top is no one's until the top moves: writing it
+    // before the pin (even for a begin that then takes the slow path) lets
+    // the id's register be scaled in place after the store.
+    top[1].set_cached_tag(id);
+    VKeyRecord* v = g_vkey_records + id;
     std::uint64_t s = v->state.load(std::memory_order_acquire);
-    if (!VKeyRecord::pinnable(s) || !v->state.compare_exchange_strong(s, s + 1, std::memory_order_acq_rel))
-        [[unlikely]]
+    if (!VKeyRecord::pinnable(s) ||
+        !v->state.compare_exchange_strong(s, s + VKeyRecord::kPinAndUse, std::memory_order_acq_rel)) [[unlikely]]
       return kSlowPath;
-    open.hits->fetch_add(1, std::memory_order_relaxed);
-    push_cached(open, n, v, vkey, VKeyRecord::hw_key_of(s), rights);
+    push_cached(open, top, v, rights);
     return 0;
   }
-  int end_fast(int vkey) noexcept {
-    vkeys_detail::OpenStack& open = vkeys_detail::t_open;
-    const int n = open.n;
-    vkeys_detail::OpenVKey& e = open.entries[n];
-    if (e.vkey != vkey || e.keep == 0) [[unlikely]]
+  static int end_fast(int vkey) noexcept {
+    vkeys_detail::OpenTop& open = vkeys_detail::t_open_top;
+    vkeys_detail::OpenVKey* top = open.top;
+    if (top->tag() != static_cast<std::uint32_t>(vkey)) [[unlikely]]
       return kSlowPath;
-    backend::register_restore(e.keep, e.saved);
-    VKeyCache::unpin(*e.record);
-    open.n = n - 1;
+    VKeyRecord* v = top->record;  // one load: the switch clobbers memory
+    backend::register_restore(v->keep, top->saved & v->key_bits);
+    VKeyCache::unpin(*v);
+    --open.top;  // one subtract from memory, as in push_cached
     return 0;
   }
   int set(int vkey, unsigned rights);
@@ -157,19 +207,17 @@ class VKeys final : public VKeyPieces, public KeyDonor {
   // fast paths save no registers).
   [[gnu::noinline]] int begin_slow(int vkey, unsigned rights);
   [[gnu::noinline]] int end_slow(int vkey);
-  // Pinned `v` (cached in `hw_key`): switch the thread's rights, push.
-  // (The entry is filled before the switch: fewer values live across it.)
-  void push_cached(vkeys_detail::OpenStack& open, int n, VKeyRecord* v, int vkey, int hw_key,
-                   unsigned rights) noexcept {
-    cache_->touch(*v);
-    vkeys_detail::OpenVKey& e = open.entries[n + 1];
-    (void)hw_key;
-    const std::uint32_t keep = v->keep;
-    e.record = v;
-    e.vkey = vkey;
-    e.keep = keep;
-    e.saved = backend::register_exchange_bits(keep, rights * v->access_bit);
-    open.n = n + 1;
+  // Pinned `v`, its tag written above `top`: push its entry, switch the
+  // thread's rights.
+  // (The vkey and record are stored before the switch: fewer values live
+  // across it; the top moves last, so that a jump's close_above from a
+  // signal handler sees the entry only once it is whole.)
+  static void push_cached(vkeys_detail::OpenTop& open, vkeys_detail::OpenVKey* top, VKeyRecord* v,
+                          unsigned rights) noexcept {
+    vkeys_detail::OpenVKey* e = top + 1;
+    e->record = v;
+    e->saved = pkeys_pkru_exchange(v->keep, rights * v->access_bit);
+    ++open.top;  // re-read after the switch (it clobbers memory): one add to memory
   }
 
   backend::Backend& backend_;

@@ -48,14 +48,14 @@ std::size_t class_of(std::size_t size) noexcept {
   return c;
 }
 
-// A new region of at least `size` bytes, under the lock.
-bool map_region(std::size_t size) noexcept {
+// A new mapping of `len` bytes (whole pages), recorded as pkeys' own, under
+// the lock; 0 when memory ran out.
+std::uintptr_t map_recorded(std::size_t len) noexcept {
   const std::size_t n = g_region_count.load(std::memory_order_relaxed);
-  if (n == kMaxRegions) return false;
-  const std::size_t len = size > kRegionSize ? (size + kPage - 1) & ~(kPage - 1) : kRegionSize;
+  if (n == kMaxRegions) return 0;
   const long r = sys::raw_syscall(SYS_mmap, 0, static_cast<long>(len), PROT_READ | PROT_WRITE,
                                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (r < 0 && r > -4096) return false;
+  if (r < 0 && r > -4096) return 0;
   const auto start = static_cast<std::uintptr_t>(r);
   // Small pages: a transparent huge page would take 2 MiB of memory for a
   // few records.
@@ -67,6 +67,14 @@ bool map_region(std::size_t size) noexcept {
 #endif
   g_regions[n] = Region{start, start + len};
   g_region_count.store(n + 1, std::memory_order_release);
+  return start;
+}
+
+// A new region of at least `size` bytes for the allocator, under the lock.
+bool map_region(std::size_t size) noexcept {
+  const std::size_t len = size > kRegionSize ? (size + kPage - 1) & ~(kPage - 1) : kRegionSize;
+  const std::uintptr_t start = map_recorded(len);
+  if (start == 0) return false;
   g_bump = start;
   g_bump_end = start + len;
   return true;
@@ -106,6 +114,14 @@ void* internal_allocate(std::size_t size) noexcept {
   }
   unlock();
   return out;
+}
+
+void* internal_reserve(std::size_t size) noexcept {
+  if (size == 0 || size > (std::size_t{1} << 47)) return nullptr;
+  lock();
+  const std::uintptr_t start = map_recorded((size + kPage - 1) & ~(kPage - 1));
+  unlock();
+  return reinterpret_cast<void*>(start);
 }
 
 void internal_deallocate(void* p, std::size_t size) noexcept {

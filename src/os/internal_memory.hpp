@@ -22,6 +22,10 @@ namespace pkeys::os {
 void* internal_allocate(std::size_t size) noexcept;
 // Gives back a block internal_allocate(size) returned.
 void internal_deallocate(void* block, std::size_t size) noexcept;
+// A zeroed region of `size` bytes (rounded up to pages) of its own, for a
+// table that must not move (lock-free readers index it); null when memory
+// ran out. Its pages cost nothing until touched. Never given back.
+void* internal_reserve(std::size_t size) noexcept;
 // Whether [start, start + len) overlaps memory of pkeys' own.
 bool overlaps_internal_memory(std::uintptr_t start, std::size_t len) noexcept;
 
