@@ -52,6 +52,18 @@ if [ "${PKEYS_LANE_MODE:-}" = icount ]; then
   echo "PKU-LANE-DONE"
   poweroff -f
 fi
+# PKEYS_LANE_MODE=nobmi1 (a boot on -cpu max,bmi1=off,bmi2=off): the x86-pku backend
+# without the C ABI's inline pkey_set and pkey_get (they need ANDN and
+# BEXTR), every call through the checked path: the tests of rights, frees,
+# signals and jumps.
+if [ "${PKEYS_LANE_MODE:-}" = nobmi1 ]; then
+  cpu_lacks_bmi1() { ! grep -qw bmi1 /proc/cpuinfo; }
+  run cpu-without-bmi1 -- cpu_lacks_bmi1
+  run conformance-x86-pku-no-bmi1 PKEYS_BACKEND=x86-pku -- ./pkeys_conformance \
+    '--gtest_filter=Alloc.*:Free.*:Errno.*:SetGet.*:Query.*:Enforcement.*:SafeFree.*:Quarantine.*:Signals.*:SignalsJump.*:CxxKey.*:CxxScopedRights.*:VKeys.*:GlibcTstPkey.*'
+  echo "PKU-LANE-DONE"
+  poweroff -f
+fi
 run pkeyctl-info -- ./pkeyctl info
 run pkeyctl-demo -- ./pkeyctl demo
 maps_check() {  # pkeyctl maps finds the sleeper's tagged pages under its key

@@ -26,7 +26,7 @@ TEST(SetGet, RejectBadKeysAndRights) {
     EXPECT_ERRNO(EINVAL, pkey_set(unallocated, 0));
     EXPECT_ERRNO(EINVAL, pkey_get(unallocated));
   }
-  EXPECT_ERRNO(EINVAL, pkey_set(k, 4));
+  for (unsigned bad_rights : {4u, 7u, 0x100u, 0x80000000u, UINT_MAX}) EXPECT_ERRNO(EINVAL, pkey_set(k, bad_rights)) << bad_rights;
   EXPECT_EQ(pkey_get(k), 0) << "a refused set changes nothing";
   EXPECT_EQ(pkey_free(k), 0);
 }

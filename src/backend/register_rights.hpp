@@ -105,6 +105,38 @@ not_owned:
   return {OwnedSwitch::not_owned, -1};
 }
 
+// register_set_bits_if_owned's switch for any x86-64 CPU (no BMI1, no
+// limit), for the checked path, which every call takes where the inline
+// one may not run: each test is a TEST of the key's field (one more
+// instruction). `key` is 1..15, `rights` valid (checked by the caller).
+[[gnu::always_inline]] inline OwnedSwitch register_set_rights_if_held(int key, unsigned rights,
+                                                                const std::uint32_t* not_held) noexcept {
+  const std::uint32_t keep = register_keep_mask(key);
+  __asm__ goto(
+      "1: testl %[field], %[not_held]\n\t"
+      "jnz %l[not_owned]\n\t"
+      "xorl %%ecx, %%ecx\n\t"
+      ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
+      "andl %[keep], %%eax\n\t"
+      "andl %[keep], %%fs:(%[copy])\n\t"
+      "orl %[set], %%eax\n\t"
+      "lock orl %[set], %%fs:(%[copy])\n\t"
+      "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+      "testl %[field], %[not_held]\n\t"
+      "jnz %l[freed_meanwhile]\n\t"
+      PKEYS_PKRU_SWITCH_RECORDS_ASM_
+      :
+      : [not_held] "m"(*not_held), [field] "r"(~keep), [keep] "r"(keep),
+        [set] "r"(register_rights_bits(key, rights)), [copy] "r"(pkeys_thread_pkru_offset_())
+      : "rax", "rcx", "rdx", "memory", "cc"
+      : not_owned, freed_meanwhile);
+  return OwnedSwitch::done;
+freed_meanwhile:
+  return OwnedSwitch::freed_meanwhile;  // the caller calls register_take_back_rights
+not_owned:
+  return OwnedSwitch::not_owned;
+}
+
 [[gnu::always_inline]] inline unsigned register_get_rights(int key) noexcept {
   return pkeys_pkru_rights(pkeys_rdpkru(), key);
 }

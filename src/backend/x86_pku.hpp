@@ -51,8 +51,8 @@ class X86PkuBackend final : public Backend {
   static bool kernel_supports_pkeys() noexcept;
 
  private:
-  std::atomic<std::uint32_t> quarantine_{0};
-  bool bmi1_;  // the CPU has ANDN  // bit k: number k awaits its reset (no allocation)
+  std::atomic<std::uint32_t> quarantine_{0};  // bit k: number k awaits its reset (no allocation)
+  bool bmi1_;  // the CPU has ANDN and BEXTR (the C ABI's inline pkey_set and pkey_get)
 };
 
 static_assert(KeyHardware<X86PkuBackend>);

@@ -144,9 +144,10 @@ int pkey_mprotect(void* addr, size_t len, int prot, int pkey) __THROW {
 }
 
 // The hot path, as cheap as glibc's own: a key of the program's whose rights
-// are the thread's register (never on the emulation: the mask stays 0
-// there, and before the Runtime exists) is switched inline, after the same
-// checks as Runtime::set (an allocated key other than 0, valid rights).
+// are the thread's register (never on the emulation, before the Runtime
+// exists or on a CPU without BMI1: the limit word is 0 there) is switched
+// inline, after the same checks as Runtime::set (an allocated key other
+// than 0, valid rights).
 // Everything else, failures included, takes the checked path.
 // (The checked paths are out of line, so that the hot one saves no
 // registers.)

@@ -79,7 +79,7 @@ void KeyTable::publish_locked(int key) noexcept {
   stamps_[key].store(now, std::memory_order_release);
   allocations_.store(now, std::memory_order_release);
   allocated_.fetch_or(std::uint64_t{1} << key, std::memory_order_acq_rel);
-  if (register_rights_ && key > 0 && key < 16)
+  if (register_rights_ && key > 0 && key < backend::kRegisterKeys)
     register_fields_not_held_.fetch_and(~(std::uint32_t{3} << (2 * key)), std::memory_order_acq_rel);
 }
 
@@ -88,7 +88,7 @@ void KeyTable::unpublish_locked(int key) noexcept {
   // to the checked path, which must then find the key gone too (its switch
   // has no test of its own).
   allocated_.fetch_and(~(std::uint64_t{1} << key), std::memory_order_acq_rel);
-  if (key < 16) register_fields_not_held_.fetch_or(std::uint32_t{3} << (2 * key), std::memory_order_acq_rel);
+  if (key < backend::kRegisterKeys) register_fields_not_held_.fetch_or(std::uint32_t{3} << (2 * key), std::memory_order_acq_rel);
   labels_[key][0] = 0;
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/register_rights.hpp"
 
 namespace pkeys::core {
 
@@ -85,9 +86,10 @@ class KeyTable {
                   std::atomic<std::uint32_t>::is_always_lock_free);
     return reinterpret_cast<const std::uint32_t*>(&register_fields_not_held_);
   }
-  // Keys below this number may take pkey_set's inline owned switch: 16 on
-  // a backend with rights in the register whose CPU runs that switch
-  // (set_register_rights), else 0. Compared by the switch itself.
+  // Keys below this number may take pkey_set's and pkey_get's inline path:
+  // kRegisterKeys (16) on a backend with rights in the register whose CPU
+  // runs it (BMI1; set_register_rights), else 0. Compared by that path
+  // itself, as its range check.
   const std::uint32_t* owned_switch_limit_word() const noexcept {
     static_assert(sizeof(owned_switch_limit_) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free);
@@ -96,7 +98,7 @@ class KeyTable {
   // Set once, before any key is published.
   void set_register_rights(bool on, bool owned_switch_inline) noexcept {
     register_rights_ = on;
-    owned_switch_limit_.store(on && owned_switch_inline ? 16u : 0u, std::memory_order_release);
+    owned_switch_limit_.store(on && owned_switch_inline ? static_cast<std::uint32_t>(backend::kRegisterKeys) : 0u, std::memory_order_release);
   }
 
   // --- under the address space's lock -----------------------------------

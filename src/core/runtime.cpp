@@ -13,6 +13,7 @@
 #include <new>
 
 #include "arch/arch.hpp"
+#include "backend/register_rights.hpp"
 #include "backend/select.hpp"
 #include "os/internal_memory.hpp"
 #include "os/pages.hpp"
@@ -233,8 +234,19 @@ int Runtime::protect(void* addr, std::size_t len, int prot, int key) {
 int Runtime::set(int key, unsigned rights) {
   if (!backend_ || !valid_rights(rights) || !keys_.is_allocated(key)) return -EINVAL;
   if (key == 0 && rights != 0) return -EINVAL;  // would lock the thread out of its stack
-  // Per-thread rights touch only the caller's register: no lock.
-  if (keys_.per_thread_rights()) return backend_->set_rights(key, rights);
+  // Per-thread rights touch only the caller's register: no lock. In the
+  // register, the switch looks at the key table again inside its
+  // restartable block and after its write, as pkey_set's inline one: a free
+  // in another thread since the look above must not leave this thread
+  // rights on the freed number.
+  if (keys_.per_thread_rights()) {
+    if (key == 0 || !backend_->rights_in_register()) return backend_->set_rights(key, rights);
+    using backend::OwnedSwitch;
+    const OwnedSwitch r = backend::register_set_rights_if_held(key, rights, keys_.register_fields_not_held_word());
+    if (r == OwnedSwitch::done) return 0;
+    if (r == OwnedSwitch::freed_meanwhile) backend::register_take_back_rights(key);
+    return -EINVAL;
+  }
   std::lock_guard lock(space_);
   if (!keys_.is_allocated(key)) return -EINVAL;
   return backend_->set_rights(key, rights);
