@@ -344,3 +344,69 @@ TEST(SignalsJump, ClosesTheVKeysOpenedSinceTheRecoveryPoint) {
   EXPECT_EQ(pkeys_vkey_destroy(inner), 0) << errno_str();
   EXPECT_EQ(pkeys_vkey_destroy(outer), 0) << errno_str();
 }
+
+namespace {
+// Single-stepping a vkey's end; at step g_jump_at the handler jumps back to
+// g_jump_env instead of returning.
+volatile long g_jump_at = -1;
+void stepping_jump_handler(int, siginfo_t*, void* uc) {
+  const long step = g_step;
+  g_step = step + 1;
+  auto* ctx = static_cast<ucontext_t*>(uc);
+  if (step == g_jump_at) pkeys_siglongjmp(g_jump_env, 1);  // the handler's flags: no trap flag
+  if (g_stop_stepping) ctx->uc_mcontext.gregs[REG_EFL] &= ~kTrapFlag;
+}
+
+// Ends `vkey`, single-stepped, jumping out at step `jump_at` (-1: never);
+// returns the number of steps when it was not left by the jump.
+[[gnu::noinline]] long step_through_end(int vkey, long jump_at) {
+  g_step = 0;
+  g_jump_at = jump_at;
+  g_stop_stepping = 0;
+  __asm__ volatile("pushfq\n\torq $0x100, (%%rsp)\n\tpopfq" ::: "memory", "cc");
+  (void)pkeys_vkey_end(vkey);
+  g_stop_stepping = 1;
+  __asm__ volatile("" ::: "memory");
+  return g_step;
+}
+}  // namespace
+
+// A jump out of a handler that interrupted a vkey's end, at any instruction,
+// back to a recovery point saved before the vkey's begin: the jump closes
+// the vkey if the end had not, and never twice (a second unpin would wreck
+// the vkey's state: a live vkey that fails every begin). A jump that lands
+// after the end popped the entry but before it unpinned leaves the pin.
+TEST(SignalsJump, AJumpOutOfAVKeysEndClosesItOnce) {
+  pkeys_vkey_stats st{};
+  ASSERT_EQ(pkeys_vkey_get_stats(&st), 0) << errno_str();
+  if (st.capacity == 0) GTEST_SKIP() << "no vkey cache on this backend (it has no per-thread rights)";
+  const int v = pkeys_vkey_create(PKEY_DISABLE_ACCESS);
+  ASSERT_GT(v, 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_begin(v, 0), 0) << errno_str();  // cached from here on
+  ASSERT_EQ(pkeys_vkey_end(v), 0) << errno_str();
+  struct sigaction sa {}, old {};
+  sa.sa_sigaction = stepping_jump_handler;
+  sa.sa_flags = SA_SIGINFO;
+  ASSERT_EQ(::sigaction(SIGTRAP, &sa, &old), 0) << errno_str();
+  ASSERT_EQ(pkeys_vkey_begin(v, PKEY_DISABLE_WRITE), 0) << errno_str();
+  const long steps = step_through_end(v, -1);
+  EXPECT_GT(steps, 10) << "the end was single-stepped";
+  for (long at = 0; at < steps; ++at) {  // not changed between the save and the jump
+    if (pkeys_sigsetjmp(g_jump_env, 1) == 0) {
+      if (pkeys_vkey_begin(v, PKEY_DISABLE_WRITE) != 0) {
+        ADD_FAILURE() << "begin before the jump at step " << at << ": " << errno_str();
+        break;
+      }
+      step_through_end(v, at);
+      ADD_FAILURE() << "no jump at step " << at;
+    }
+    EXPECT_EQ(pkeys_vkey_end(v), -1) << "closed, by the end or the jump, at step " << at;
+    EXPECT_EQ(pkeys_vkey_get(v), PKEY_DISABLE_ACCESS) << "its base, at step " << at << "; " << errno_str();
+    EXPECT_EQ(pkeys_vkey_begin(v, 0), 0) << "a jump at step " << at << " wrecked the vkey; " << errno_str();
+    EXPECT_EQ(pkeys_vkey_end(v), 0) << errno_str();
+  }
+  ::sigaction(SIGTRAP, &old, nullptr);
+  // A pin the jump left behind keeps it from being destroyed.
+  const int destroyed = pkeys_vkey_destroy(v);
+  EXPECT_TRUE(destroyed == 0 || errno == EBUSY) << errno_str();
+}

@@ -178,8 +178,11 @@ class VKeys final : public VKeyPieces, public KeyDonor {
       return kSlowPath;
     VKeyRecord* v = top->record;  // one load: the switch clobbers memory
     backend::register_restore(v->keep, top->saved & v->key_bits);
-    VKeyCache::unpin(*v);
+    // Popped before the unpin, as end_slow and close_above do: a jump from
+    // a handler that lands between the two then leaves the pin behind,
+    // where the other order had it close the entry again and unpin twice.
     --open.top;  // one subtract from memory, as in push_cached
+    VKeyCache::unpin(*v);
     return 0;
   }
   int set(int vkey, unsigned rights);
