@@ -9,7 +9,8 @@
 #   asan    gcc, Debug, AddressSanitizer + UBSan         build-asan/
 #   tsan    gcc, MinSizeRel, ThreadSanitizer, the threaded tests   build-tsan/
 #   lane    the PKU lane (scripts/pku-lane.sh): the suite on the x86-pku
-#           backend under QEMU, booting Debian's 6.1 and 6.12 kernels   build-pku-lane/
+#           backend under QEMU, booting Debian's 6.1 and 6.12 kernels
+#           (6.12 also on a CPU without BMI1)                    build-pku-lane/
 #
 # Native steps use the backend this machine has (the emulation without
 # PKU). Every configure turns warnings into errors (PKEYS_WERROR) and names
@@ -102,7 +103,7 @@ lane_step() {
     printf 'SKIP  %s: PKEYS_SKIP_LANE=1\n' "$desc"
     return
   fi
-  printf '...   %s: kernels 6.1 and 6.12, in %s\n' "$desc" "$(show "$prefix-pku-lane")"
+  printf '...   %s: kernels 6.1 and 6.12 (and 6.12 without BMI1), in %s\n' "$desc" "$(show "$prefix-pku-lane")"
   # Its output is short: a line per test program and kernel.
   if ! "$root/scripts/pku-lane.sh" "$prefix-pku-lane" 2>&1 | tee "$log" | sed 's/^/      /'; then
     printf 'FAIL  %s — log: %s (guest consoles: %s)\n' "$desc" "$(show "$log")" "$(show "$prefix-pku-lane/logs")"
