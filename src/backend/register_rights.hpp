@@ -20,14 +20,15 @@ namespace pkeys::backend {
 // Keys 0..kRegisterKeys-1 have rights in the register (PKRU: 16).
 inline constexpr int kRegisterKeys = 16;
 
-// The bits of the register that `key`'s rights leave alone: ~(3 << shift)
-// as a rotation, one instruction (ROL). Defined for any key: the rotation
-// is modulo 32, as ROL takes it.
+// x rotated left by n modulo 32: ROL itself (C++'s rotations spend an AND
+// on the count).
 [[gnu::always_inline]] inline std::uint32_t register_rotate_left(std::uint32_t x, unsigned n) noexcept {
-  // ROL itself (C++'s rotations spend an AND on the count).
   __asm__("roll %%cl, %[x]" : [x] "+r"(x) : "c"(n) : "cc");
   return x;
 }
+
+// The bits of the register that `key`'s rights leave alone: ~(3 << shift)
+// as a rotation, one instruction. Defined for any key.
 [[gnu::always_inline]] inline std::uint32_t register_keep_mask(int key) noexcept {
   return register_rotate_left(~3u, PKEYS_PKRU_SHIFT(key));
 }
