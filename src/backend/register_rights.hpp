@@ -75,6 +75,17 @@ struct OwnedSwitchResult {
   register_set_rights(key, 0x1 /* PKEY_DISABLE_ACCESS */);
 }
 
+// The owned switches' write, between their two ownership tests: PKRU and
+// the thread's copy := (x & keep) | set, the copy's last edit locked (see
+// above), the WRPKRU at label 2. ECX is 0 when it starts.
+#define PKEYS_OWNED_SWITCH_WRITE_ASM_                                      \
+  ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */            \
+  "andl %[keep], %%eax\n\t"                                                \
+  "andl %[keep], %%fs:(%[copy])\n\t"                                       \
+  "orl %[set], %%eax\n\t"                                                  \
+  "lock orl %[set], %%fs:(%[copy])\n\t"                                    \
+  "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+
 [[gnu::always_inline]] inline OwnedSwitchResult register_set_bits_if_owned(int key, std::uint32_t bits,
                                                                     const std::uint32_t* limit,
                                                                     const std::uint32_t* not_held) noexcept {
@@ -85,12 +96,7 @@ struct OwnedSwitchResult {
       "jae %l[not_owned]\n\t"
       "1: andnl %[not_held], %[keep], %%ecx\n\t" /* ecx = the key's bits in *not_held */
       "jnz %l[not_owned]\n\t"
-      ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
-      "andl %[keep], %%eax\n\t"
-      "andl %[keep], %%fs:(%[copy])\n\t"
-      "orl %[set], %%eax\n\t"
-      "lock orl %[set], %%fs:(%[copy])\n\t"
-      "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+      PKEYS_OWNED_SWITCH_WRITE_ASM_
       "andnl %[not_held], %[keep], %%eax\n\t"
       "jnz %l[freed_meanwhile]\n\t"
       PKEYS_PKRU_SWITCH_RECORDS_ASM_
@@ -117,12 +123,7 @@ not_owned:
       "1: testl %[field], %[not_held]\n\t"
       "jnz %l[not_owned]\n\t"
       "xorl %%ecx, %%ecx\n\t"
-      ".byte 0x0f,0x01,0xee\n\t" /* RDPKRU: eax = PKRU, edx = 0 */
-      "andl %[keep], %%eax\n\t"
-      "andl %[keep], %%fs:(%[copy])\n\t"
-      "orl %[set], %%eax\n\t"
-      "lock orl %[set], %%fs:(%[copy])\n\t"
-      "2: .byte 0x0f,0x01,0xef\n\t" /* WRPKRU */
+      PKEYS_OWNED_SWITCH_WRITE_ASM_
       "testl %[field], %[not_held]\n\t"
       "jnz %l[freed_meanwhile]\n\t"
       PKEYS_PKRU_SWITCH_RECORDS_ASM_
