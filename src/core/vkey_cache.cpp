@@ -67,10 +67,11 @@ void VKeyCache::observe_uses_locked() noexcept {
     if (sl.vkey == 0) continue;
     const VKeyRecord* v = table_.find(sl.vkey);
     if (!v) continue;
-    const std::uint32_t uses = VKeyRecord::uses_of(v->state.load(std::memory_order_acquire));
-    if (uses == sl.uses_seen) continue;
-    hits_ += static_cast<std::uint32_t>(uses - sl.uses_seen);
-    sl.uses_seen = uses;
+    const std::uint64_t s = v->state.load(std::memory_order_acquire);
+    const std::uint32_t unseen = unseen_uses(i, s);
+    if (unseen == 0) continue;
+    hits_ += unseen;
+    sl.uses_seen = VKeyRecord::uses_of(s);
     sl.last_use = clock_;
   }
 }

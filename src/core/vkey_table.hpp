@@ -89,7 +89,7 @@ class VKeyTable {
   // The record `vkey` would have, live or not, or null. Lock-free; the
   // caller checks the state.
   static VKeyRecord* record_of(int vkey) noexcept {
-    if (static_cast<std::uint32_t>(vkey) >= g_vkey_id_limit.load(std::memory_order_acquire)) return nullptr;
+    if (!below_vkey_id_limit(static_cast<std::uint32_t>(vkey))) return nullptr;
     return g_vkey_records + static_cast<std::uint32_t>(vkey);
   }
   // The live record of `vkey`, or null. Lock-free.

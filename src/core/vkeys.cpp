@@ -56,7 +56,7 @@ int VKeys::first_begin_in_thread() noexcept {
   if (open.limit) return -EMFILE;  // set up: the stack is full
   if (g_have_exit_key && ::pthread_setspecific(g_exit_key, reinterpret_cast<void*>(1)) != 0) return -ENOMEM;
   if (open.top == &vkeys_detail::g_no_open_vkey) {
-    t_open.entries[0] = OpenVKey{0, OpenVKey::kNotCached, nullptr, 0, 0};
+    t_open.entries[0] = vkeys_detail::g_no_open_vkey;  // the thread's own sentinel
     open.top = &t_open.entries[0];
   }
   open.limit = &t_open.entries[kMaxNesting];
