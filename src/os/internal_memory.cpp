@@ -23,6 +23,8 @@ constexpr std::size_t kRegionSize = std::size_t{4} << 20;  // untouched pages co
 constexpr std::size_t kMaxRegions = 1024;
 constexpr std::uintptr_t kPage = 4096;
 
+constexpr std::size_t whole_pages(std::size_t size) noexcept { return (size + kPage - 1) & ~(kPage - 1); }
+
 struct FreeBlock {
   FreeBlock* next;
 };
@@ -72,7 +74,7 @@ std::uintptr_t map_recorded(std::size_t len) noexcept {
 
 // A new region of at least `size` bytes for the allocator, under the lock.
 bool map_region(std::size_t size) noexcept {
-  const std::size_t len = size > kRegionSize ? (size + kPage - 1) & ~(kPage - 1) : kRegionSize;
+  const std::size_t len = size > kRegionSize ? whole_pages(size) : kRegionSize;
   const std::uintptr_t start = map_recorded(len);
   if (start == 0) return false;
   g_bump = start;
@@ -119,7 +121,7 @@ void* internal_allocate(std::size_t size) noexcept {
 void* internal_reserve(std::size_t size) noexcept {
   if (size == 0 || size > (std::size_t{1} << 47)) return nullptr;
   lock();
-  const std::uintptr_t start = map_recorded((size + kPage - 1) & ~(kPage - 1));
+  const std::uintptr_t start = map_recorded(whole_pages(size));
   unlock();
   return reinterpret_cast<void*>(start);
 }
